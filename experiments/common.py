@@ -1,0 +1,152 @@
+"""What every experiment shares: the Experiment record, claims and verdicts, and the
+run flow config -> run folder -> sweep -> arrays/summary/figures -> report -> manifest."""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import jax
+
+from jaxdsm import results
+
+HOLDS, FAILS, PARTLY, UNRESOLVED = "holds", "fails", "partly holds", "not resolvable"
+
+
+@dataclass(frozen=True)
+class Claim:
+    """One row of report.md: a paper claim beside what we measured and a verdict."""
+
+    source: str  # where the paper states it, e.g. "Exp 1", "Appendix C"
+    claim: str
+    measured: str
+    verdict: str  # HOLDS, FAILS, PARTLY or UNRESOLVED
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class RunOutput:
+    """What an experiment's ``run`` returns besides the files it wrote."""
+
+    claims: list[Claim]
+    timings: dict[str, float]
+    findings: str = ""  # free markdown placed under the claims table
+
+
+@dataclass(frozen=True)
+class Experiment:
+    name: str
+    summary: str  # one line, shown by `jaxdsm run --help`
+    config_cls: type
+    quick: dict  # field overrides for --quick
+    run: Callable[[object, Path, bool], RunOutput]  # (config, run_dir, progress)
+
+
+def field_help(text: str, **kwargs):
+    """A dataclass field whose help text becomes the CLI option's help."""
+    return dataclasses.field(metadata={"help": text}, **kwargs)
+
+
+def config_from_dict(config_cls, data: dict):
+    fields = {f.name for f in dataclasses.fields(config_cls)}
+    unknown = set(data) - fields
+    if unknown:
+        raise ValueError(f"config: unknown fields {sorted(unknown)} for {config_cls.__name__}")
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in data.items()}
+    return config_cls(**kwargs)
+
+
+def execute(
+    experiment: Experiment,
+    config=None,
+    *,
+    out: Path | str = "results",
+    run_id: str | None = None,
+    resume: Path | str | None = None,
+    progress: bool = True,
+) -> Path:
+    """Runs one experiment into a run folder and returns the folder.
+
+    With ``resume``, continues the run in that folder from its finished chunks (its
+    config.json wins; a finished run is refused).
+    """
+    if resume is not None:
+        run_dir = Path(resume)
+        if not (run_dir / "config.json").exists():
+            raise ValueError(f"--resume: {run_dir} has no config.json; not a jaxdsm run folder")
+        if (run_dir / "manifest.json").exists():
+            raise ValueError(f"--resume: {run_dir} is already complete (it has manifest.json)")
+        saved = results.read_json(run_dir / "config.json")
+        if saved.get("experiment") != experiment.name:
+            raise ValueError(f"--resume: {run_dir} is a {saved.get('experiment')!r} run")
+        config = config_from_dict(experiment.config_cls, saved["config"])
+    else:
+        config = config if config is not None else experiment.config_cls()
+        run_dir = results.prepare_run_dir(out, experiment.name, run_id)
+        results.write_json(
+            run_dir / "config.json",
+            {"experiment": experiment.name, "config": dataclasses.asdict(config)},
+        )
+
+    x64_before = bool(jax.config.jax_enable_x64)
+    jax.config.update("jax_enable_x64", bool(getattr(config, "float64", False)))
+    try:
+        started = time.perf_counter()
+        output = experiment.run(config, run_dir, progress)
+        wall = time.perf_counter() - started
+        write_report(run_dir, experiment, config, output)
+        manifest = results.environment_manifest()
+        manifest.update(
+            experiment=experiment.name,
+            seeds=_seeds(config),
+            wall_seconds=round(wall, 3),
+            timings={k: round(v, 3) for k, v in output.timings.items()},
+            resumed=resume is not None,
+        )
+        results.write_json(run_dir / "manifest.json", manifest)  # written last: marks completion
+    finally:
+        jax.config.update("jax_enable_x64", x64_before)
+    shutil.rmtree(run_dir / "chunks", ignore_errors=True)
+    return run_dir
+
+
+def _seeds(config) -> list[int]:
+    trials = getattr(config, "trials", None)
+    per_seed = getattr(config, "trials_per_seed", None)
+    seed = getattr(config, "seed", 0)
+    if trials is None or per_seed is None:
+        return [seed]
+    return list(range(seed, seed + -(-trials // per_seed)))
+
+
+def write_report(run_dir: Path, experiment: Experiment, config, output: RunOutput) -> None:
+    lines = [
+        f"# {experiment.name}",
+        "",
+        experiment.summary,
+        "",
+        "## Claims",
+        "",
+        claims_table(output.claims),
+        "",
+    ]
+    if output.findings:
+        lines += [output.findings.rstrip(), ""]
+    lines += ["## Configuration", "", "```json"]
+    lines += [results.json_dumps(dataclasses.asdict(config)), "```", ""]
+    figures = sorted(p.name for p in run_dir.glob("*.png"))
+    if figures:
+        lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
+    results.write_text(run_dir / "report.md", "\n".join(lines))
+
+
+def claims_table(claims: Sequence[Claim]) -> str:
+    rows = ["| source | claim | measured | verdict |", "|---|---|---|---|"]
+    for c in claims:
+        verdict = f"**{c.verdict}**" + (f" ({c.note})" if c.note else "")
+        rows.append(f"| {c.source} | {c.claim} | {c.measured} | {verdict} |")
+    return "\n".join(rows)

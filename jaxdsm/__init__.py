@@ -1,0 +1,21 @@
+"""jaxdsm: accelerator-first simulation of doubly-stochastic matrices (Sinkhorn).
+
+Modules, in the order data flows through them:
+
+- ``jaxdsm.sinkhorn``: projections onto the Birkhoff polytope (``sinkhorn.sinkhorn``) and
+  Algorithm 1's random cost (``sinkhorn.random_cost``).
+- ``jaxdsm.spectra``: singular values, a fast (sigma_1, sigma_2), entropy, |lambda_2|.
+- ``jaxdsm.sweep``: temperatures x trials (x n) grids as jitted, vmapped chunks.
+- ``jaxdsm.results`` and ``jaxdsm.plot``: run folders and figures.
+"""
+
+from jaxdsm import results as results
+from jaxdsm import sinkhorn as sinkhorn
+from jaxdsm import spectra as spectra
+from jaxdsm import sweep as sweep
+from jaxdsm.sinkhorn import SinkhornOutput as SinkhornOutput
+from jaxdsm.sinkhorn import random_cost as random_cost
+
+__version__ = "0.1.0"
+
+__all__ = ["SinkhornOutput", "random_cost", "results", "sinkhorn", "spectra", "sweep"]

@@ -1,0 +1,128 @@
+"""The grid engine: sizes n x temperatures x trials, run as jitted, vmapped chunks.
+
+A *measure* is a pure per-trial function ``measure(key, temperature, n) -> dict`` of
+arrays; the engine vmaps it over a chunk of trial indices, jits it once per n (the
+temperature is traced, so every temperature and chunk reuses one compilation), and
+stacks the results into arrays of shape ``(len(sizes), len(temperatures), trials, ...)``.
+
+Keys: trial t uses ``fold_in(PRNGKey(seed + t // trials_per_seed), t % trials_per_seed)``,
+the paper's "seeds 0..9 x 100 trials" (Appendix D), and never a split of the batch, so
+results do not depend on the chunk size. The key does not depend on the temperature:
+every temperature sees the same cost matrices (paired comparisons across T).
+
+Each finished chunk is saved atomically under ``chunk_dir``; a rerun with the same
+configuration loads finished chunks instead of recomputing them (resume).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from tqdm.auto import tqdm
+
+from jaxdsm import _checks, results
+
+Measure = Callable[[jax.Array, jax.Array, int], Mapping[str, jax.Array]]
+
+
+def trial_key(trial: jax.Array, *, seed: int = 0, trials_per_seed: int = 100) -> jax.Array:
+    """The key of trial ``trial``: fold_in(PRNGKey(seed + trial // m), trial % m)."""
+    base = jax.random.PRNGKey(seed + trial // trials_per_seed)
+    return jax.random.fold_in(base, trial % trials_per_seed)
+
+
+@dataclass
+class SweepResult:
+    """Stacked per-trial arrays and timings of one sweep."""
+
+    arrays: dict[str, np.ndarray]
+    compile_seconds: float = 0.0
+    run_seconds: float = 0.0
+    chunks_computed: int = 0
+    chunks_resumed: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+
+
+def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int):
+    """jit(vmap) of ``measure`` over trial indices at one temperature (n is static)."""
+
+    def one_trial(trial, temperature):
+        key = trial_key(trial, seed=seed, trials_per_seed=trials_per_seed)
+        return dict(measure(key, temperature, n))
+
+    return jax.jit(jax.vmap(one_trial, in_axes=(0, None)))
+
+
+def run_grid(
+    measure: Measure,
+    *,
+    sizes: Sequence[int],
+    temperatures: Sequence[float],
+    trials: int,
+    chunk_size: int,
+    seed: int = 0,
+    trials_per_seed: int = 100,
+    chunk_dir: Path | None = None,
+    progress: bool = True,
+    description: str = "sweep",
+) -> SweepResult:
+    """Runs ``measure`` over the grid; returns arrays of shape (sizes, temperatures, trials, ...)."""
+    sizes = [_checks.check_n(n, "n") for n in sizes]
+    trials = _checks.check_positive_int(trials, "trials")
+    chunk_size = min(_checks.check_positive_int(chunk_size, "chunk_size"), trials)
+    _checks.check_positive_int(trials_per_seed, "trials_per_seed")
+    _checks.check_temperature(temperatures, "temperatures")
+    dtype = jnp.zeros(()).dtype  # float64 when the caller enabled x64
+    if chunk_dir is not None:
+        Path(chunk_dir).mkdir(parents=True, exist_ok=True)
+
+    starts = list(range(0, trials, chunk_size))
+    total = len(sizes) * len(temperatures) * len(starts)
+    per_point: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
+    result = SweepResult(arrays={})
+    bar = tqdm(total=total, desc=description, unit="chunk", disable=not progress, file=sys.stderr)
+    with bar:
+        for ni, n in enumerate(sizes):
+            compiled = None
+            for ti, temperature in enumerate(temperatures):
+                t_value = jnp.asarray(temperature, dtype)
+                for ci, start in enumerate(starts):
+                    path = None if chunk_dir is None else Path(chunk_dir) / f"n{n}_t{ti}_c{ci}.npz"
+                    if path is not None and path.exists():
+                        chunk = results.read_npz(path)
+                        result.chunks_resumed += 1
+                    else:
+                        # Pad the last chunk with copies of the final trial; dropped below.
+                        idx = np.minimum(np.arange(start, start + chunk_size), trials - 1)
+                        idx = jnp.asarray(idx, jnp.int32)
+                        if compiled is None:
+                            fn = make_chunk_fn(measure, n, seed=seed, trials_per_seed=trials_per_seed)
+                            t0 = time.perf_counter()
+                            compiled = fn.lower(idx, t_value).compile()
+                            result.compile_seconds += time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        out = jax.block_until_ready(compiled(idx, t_value))
+                        result.run_seconds += time.perf_counter() - t0
+                        valid = min(chunk_size, trials - start)
+                        chunk = {k: np.asarray(v)[:valid] for k, v in out.items()}
+                        if path is not None:
+                            results.write_npz(path, chunk)
+                        result.chunks_computed += 1
+                    per_point.setdefault((ni, ti), []).append(chunk)
+                    bar.update()
+
+    names = per_point[(0, 0)][0].keys()
+    for name in names:
+        grid = [
+            [np.concatenate([c[name] for c in per_point[(ni, ti)]]) for ti in range(len(temperatures))]
+            for ni in range(len(sizes))
+        ]
+        result.arrays[name] = np.stack([np.stack(row) for row in grid])
+    return result
