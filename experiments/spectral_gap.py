@@ -35,7 +35,10 @@ class Config:
     mode: str = F("Sinkhorn form: auto, scaling, log, direct", default="auto")
     eigenvalues: bool = F("also measure |lambda_2| (non-symmetric eig)", default=True)
     float64: bool = F("run in float64 (enables jax x64)", default=False)
-    chunk_size: int = F("trials per jitted chunk", default=100)
+    chunk_size: int = F("trials per jitted call (memory, progress and resume granularity)",
+                        default=256)
+    microbatch: int = F("trials per vmapped program; 0 picks 16 on CPU, 1024 on accelerators",
+                        default=0)
 
     def __post_init__(self):
         for n in self.n:
@@ -43,8 +46,10 @@ class Config:
         for name in ("trials", "trials_per_seed", "iterations", "temperatures",
                      "tol_max_iterations", "chunk_size"):
             _checks.check_positive_int(getattr(self, name), name)
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise ValueError(f"seed must be a non-negative integer, got {self.seed!r}")
+        for name in ("seed", "microbatch"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
         t_min = _checks.check_positive_float(self.t_min, "t_min")
         t_max = _checks.check_positive_float(self.t_max, "t_max")
         if t_max < t_min:
@@ -97,6 +102,7 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
         temperatures=temperatures,
         trials=config.trials,
         chunk_size=config.chunk_size,
+        microbatch=config.microbatch or None,
         seed=config.seed,
         trials_per_seed=config.trials_per_seed,
         chunk_dir=run_dir / "chunks",
@@ -109,8 +115,9 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
     results.write_csv(run_dir / "summary.csv", rows)
     plot.spectral_gap_figures(run_dir, tol=config.tol, cap=config.tol_max_iterations)
     claims, findings = judge(arrays, rows, config)
-    timings = {"compile_seconds": swept.compile_seconds, "run_seconds": swept.run_seconds,
-               "chunks_computed": swept.chunks_computed, "chunks_resumed": swept.chunks_resumed}
+    timings = dict(swept.timings, compile_seconds=swept.compile_seconds,
+                   run_seconds=swept.run_seconds, chunks_computed=swept.chunks_computed,
+                   chunks_resumed=swept.chunks_resumed)
     return RunOutput(claims=claims, timings=timings, findings=findings)
 
 

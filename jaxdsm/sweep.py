@@ -5,6 +5,13 @@ arrays; the engine vmaps it over a chunk of trial indices, jits it once per n (t
 temperature is traced, so every temperature and chunk reuses one compilation), and
 stacks the results into arrays of shape ``(len(sizes), len(temperatures), trials, ...)``.
 
+Chunks and microbatches: a chunk (one jitted call) is a ``lax.map`` over microbatches of
+``microbatch`` trials, each microbatch one vmapped program of fixed shape. XLA's code for
+a vmapped program depends on its batch size (on CPU, float32 sums round differently for
+batch 7 and batch 16), so fixing the microbatch makes every trial's bits independent of
+the chunk size; the chunk size only sets memory, progress and resume granularity. On CPU
+a small microbatch also keeps the matrices in cache for all K sweeps.
+
 Keys: trial t uses ``fold_in(PRNGKey(seed + t // trials_per_seed), t % trials_per_seed)``,
 the paper's "seeds 0..9 x 100 trials" (Appendix D), and never a split of the batch, so
 results do not depend on the chunk size. The key does not depend on the temperature:
@@ -50,14 +57,28 @@ class SweepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
 
-def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int):
-    """jit(vmap) of ``measure`` over trial indices at one temperature (n is static)."""
+def default_microbatch(backend: str | None = None) -> int:
+    """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy)."""
+    backend = backend or jax.default_backend()
+    return 16 if backend == "cpu" else 1024
+
+
+def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, microbatch: int):
+    """jit of ``measure`` over a chunk of trial indices at one temperature (n is static).
+
+    The chunk length must be a multiple of ``microbatch``.
+    """
 
     def one_trial(trial, temperature):
         key = trial_key(trial, seed=seed, trials_per_seed=trials_per_seed)
         return dict(measure(key, temperature, n))
 
-    return jax.jit(jax.vmap(one_trial, in_axes=(0, None)))
+    def chunk(trials, temperature):
+        batches = trials.reshape(-1, microbatch)
+        out = jax.lax.map(lambda b: jax.vmap(one_trial, in_axes=(0, None))(b, temperature), batches)
+        return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
+
+    return jax.jit(chunk)
 
 
 def run_grid(
@@ -69,14 +90,21 @@ def run_grid(
     chunk_size: int,
     seed: int = 0,
     trials_per_seed: int = 100,
+    microbatch: int | None = None,
     chunk_dir: Path | None = None,
     progress: bool = True,
     description: str = "sweep",
 ) -> SweepResult:
-    """Runs ``measure`` over the grid; returns arrays of shape (sizes, temperatures, trials, ...)."""
+    """Runs ``measure`` over the grid; returns arrays of shape (sizes, temperatures, trials, ...).
+
+    ``chunk_size`` is rounded up to a multiple of ``microbatch`` (default:
+    ``default_microbatch()``); results do not depend on ``chunk_size``.
+    """
     sizes = [_checks.check_n(n, "n") for n in sizes]
     trials = _checks.check_positive_int(trials, "trials")
+    microbatch = _checks.check_positive_int(microbatch or default_microbatch(), "microbatch")
     chunk_size = min(_checks.check_positive_int(chunk_size, "chunk_size"), trials)
+    chunk_size = -(-chunk_size // microbatch) * microbatch
     _checks.check_positive_int(trials_per_seed, "trials_per_seed")
     _checks.check_temperature(temperatures, "temperatures")
     dtype = jnp.zeros(()).dtype  # float64 when the caller enabled x64
@@ -86,7 +114,7 @@ def run_grid(
     starts = list(range(0, trials, chunk_size))
     total = len(sizes) * len(temperatures) * len(starts)
     per_point: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
-    result = SweepResult(arrays={})
+    result = SweepResult(arrays={}, timings={"microbatch": microbatch, "chunk_size": chunk_size})
     bar = tqdm(total=total, desc=description, unit="chunk", disable=not progress, file=sys.stderr)
     with bar:
         for ni, n in enumerate(sizes):
@@ -103,7 +131,8 @@ def run_grid(
                         idx = np.minimum(np.arange(start, start + chunk_size), trials - 1)
                         idx = jnp.asarray(idx, jnp.int32)
                         if compiled is None:
-                            fn = make_chunk_fn(measure, n, seed=seed, trials_per_seed=trials_per_seed)
+                            fn = make_chunk_fn(measure, n, seed=seed, trials_per_seed=trials_per_seed,
+                                               microbatch=microbatch)
                             t0 = time.perf_counter()
                             compiled = fn.lower(idx, t_value).compile()
                             result.compile_seconds += time.perf_counter() - t0

@@ -1,0 +1,144 @@
+"""The sweep engine: keys, chunk-size independence, resume, and the spectral-gap
+experiment end to end against the float64 reference of Algorithm 1."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+import reference
+from experiments import spectral_gap
+from experiments.common import execute
+from jaxdsm import results, sinkhorn, sweep
+
+SMALL = spectral_gap.Config(
+    n=(8,), trials=10, trials_per_seed=4, iterations=200, temperatures=3, t_min=0.05,
+    t_max=2.0, tol_max_iterations=300, chunk_size=4,
+)
+
+
+def _grid(config, chunk_size=None, chunk_dir=None):
+    return sweep.run_grid(
+        spectral_gap.measure(config), sizes=config.n, temperatures=config.temperature_grid(),
+        trials=config.trials, chunk_size=chunk_size or config.chunk_size, seed=config.seed,
+        microbatch=config.microbatch or None,
+        trials_per_seed=config.trials_per_seed, chunk_dir=chunk_dir, progress=False,
+    ).arrays
+
+
+def test_trial_key_is_fold_in_of_seed_and_index():
+    for trial in (0, 3, 4, 9):
+        expected = jax.random.fold_in(jax.random.PRNGKey(7 + trial // 4), trial % 4)
+        got = sweep.trial_key(trial, seed=7, trials_per_seed=4)
+        np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
+
+
+def test_chunk_size_does_not_change_results():
+    base = _grid(SMALL, chunk_size=10)
+    for chunk_size in (1, 3, 4):  # 3 and 4 leave a padded last chunk
+        other = _grid(SMALL, chunk_size=chunk_size)
+        for name in base:
+            np.testing.assert_array_equal(other[name], base[name], err_msg=f"{name} chunk {chunk_size}")
+
+
+def test_spectral_gap_measure_matches_float64_reference():
+    arrays = _grid(SMALL)
+    temperatures = SMALL.temperature_grid()
+    assert arrays["sigma2"].shape == (1, 3, 10)
+    for trial in (0, 5, 9):
+        key = sweep.trial_key(trial, seed=SMALL.seed, trials_per_seed=SMALL.trials_per_seed)
+        cost = np.asarray(sinkhorn.random_cost(key, 8), np.float64)
+        for ti, t in enumerate(temperatures):
+            m = reference.algorithm1(cost, t, SMALL.iterations)
+            sv = reference.singular_values(m)
+            np.testing.assert_allclose(arrays["sigma1"][0, ti, trial], sv[0], atol=2e-6)
+            np.testing.assert_allclose(arrays["sigma2"][0, ti, trial], sv[1], atol=2e-6)
+            np.testing.assert_allclose(arrays["entropy"][0, ti, trial], reference.entropy(m), rtol=2e-6)
+            np.testing.assert_allclose(arrays["lambda2"][0, ti, trial], reference.lambda2_modulus(m), atol=2e-6)
+            cap = SMALL.tol_max_iterations
+            k, _ = reference.iterations_to_tolerance(cost, t, SMALL.tol, cap)
+            ours = arrays["iterations_to_tol"][0, ti, trial]
+            if k is None:  # float64 needs more than the cap: so must float32
+                assert ours == cap and not arrays["tol_reached"][0, ti, trial]
+            else:  # float32 rounding near the 1e-6 boundary may cost one extra sweep
+                assert 0 <= ours - k <= 1 and arrays["tol_reached"][0, ti, trial]
+
+
+def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
+    experiment = spectral_gap.EXPERIMENT
+    whole = execute(experiment, SMALL, out=tmp_path, run_id="whole", progress=False)
+
+    real_write = results.write_npz
+    written = []
+
+    def failing_write(path, arrays):
+        if len(written) == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C after 3 chunks
+        written.append(path)
+        real_write(path, arrays)
+
+    monkeypatch.setattr(results, "write_npz", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        execute(experiment, SMALL, out=tmp_path, run_id="cut", progress=False)
+    monkeypatch.setattr(results, "write_npz", real_write)
+    cut = tmp_path / "spectral-gap" / "cut"
+    assert not (cut / "manifest.json").exists() and not (cut / "arrays.npz").exists()
+    assert len(list((cut / "chunks").glob("*.npz"))) == 3
+
+    resumed = execute(experiment, out=tmp_path, resume=cut, progress=False)
+    assert resumed == cut
+    manifest = results.read_json(cut / "manifest.json")
+    assert manifest["timings"]["chunks_resumed"] == 3
+    a, b = results.read_npz(whole / "arrays.npz"), results.read_npz(cut / "arrays.npz")
+    assert a.keys() == b.keys()
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+    assert (whole / "summary.csv").read_text() == (cut / "summary.csv").read_text()
+    with pytest.raises(ValueError, match="already complete"):
+        execute(experiment, out=tmp_path, resume=cut, progress=False)
+
+
+def test_run_folder_contents(tmp_path):
+    run_dir = execute(spectral_gap.EXPERIMENT, SMALL, out=tmp_path, run_id="r", progress=False)
+    names = {p.name for p in run_dir.iterdir()}
+    assert {"config.json", "manifest.json", "arrays.npz", "summary.csv", "report.md",
+            "sigma2_vs_temp.png", "spectral_gap_overview.png"} <= names
+    assert "chunks" not in names and not any(n.endswith(".tmp") for n in names)
+    config = results.read_json(run_dir / "config.json")
+    assert config["config"] == json_config(SMALL)
+    manifest = results.read_json(run_dir / "manifest.json")
+    assert manifest["backend"] == "cpu" and manifest["x64"] is False
+    assert manifest["seeds"] == [0, 1, 2]  # 10 trials, 4 per seed
+    assert manifest["timings"]["compile_seconds"] > 0
+    rows = results.read_csv(run_dir / "summary.csv")
+    assert len(rows) == 3
+    required = {"n", "temperature", "trials", "sigma2_mean", "sigma2_std", "entropy_mean",
+                "sigma1_max_abs_dev", "marginal_error_max", "converged_fraction"}
+    assert required <= set(rows[0])
+    arrays = results.read_npz(run_dir / "arrays.npz")
+    for row, t, s2 in zip(rows, arrays["temperature"], arrays["sigma2"][0]):
+        assert float(row["temperature"]) == pytest.approx(t)
+        assert float(row["sigma2_mean"]) == pytest.approx(np.mean(s2.astype(np.float64)))
+        assert int(row["trials"]) == 10
+    report = (run_dir / "report.md").read_text()
+    assert "Appendix C" in report and "Exp 1" in report
+
+
+def json_config(config):
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(config).items()}
+
+
+def test_float64_option_runs_in_float64(tmp_path):
+    config = dataclasses.replace(SMALL, float64=True, trials=4)
+    run_dir = execute(spectral_gap.EXPERIMENT, config, out=tmp_path, run_id="f64", progress=False)
+    arrays = results.read_npz(run_dir / "arrays.npz")
+    assert arrays["sigma2"].dtype == np.float64
+    assert results.read_json(run_dir / "manifest.json")["x64"] is True
+    assert not jax.config.jax_enable_x64  # restored afterwards
+    # Converged float64 DSMs have sigma_1 = 1 to ~1e-15 (Appendix C at full precision).
+    converged = arrays["converged"]
+    assert converged.sum() >= 8
+    assert np.max(np.abs(arrays["sigma1"][converged] - 1)) < 1e-12
