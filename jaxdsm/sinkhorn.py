@@ -31,6 +31,7 @@ from jax import lax
 from jaxdsm import _checks
 
 MODES = ("auto", "scaling", "log", "direct")
+_HIGHEST = lax.Precision.HIGHEST
 
 # exp(-x) is used in the scaling form only while x <= this fraction of -log(tiny):
 # keeps every kernel entry, and the scalings u, v ~ 1/(n * min entry), far from under/overflow.
@@ -207,8 +208,9 @@ class _ScalingForm:
     @staticmethod
     def sweep(state):
         kernel, _, v = state
-        u = 1 / (kernel @ v)
-        return kernel, u, 1 / (kernel.T @ u)
+        # HIGHEST: GPUs (TF32) and TPUs (bf16 passes) otherwise round these products.
+        u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
+        return kernel, u, 1 / jnp.matmul(kernel.T, u, precision=_HIGHEST)
 
     @staticmethod
     def matrix(state):

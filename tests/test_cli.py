@@ -1,0 +1,95 @@
+"""The `jaxdsm` command: help, a small run, reproduce, and one-line errors on bad input
+that leave no results behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import subprocess
+import sys
+
+import pytest
+
+import experiments
+from jaxdsm import cli, results
+
+TINY = ["--n", "6", "--trials", "4", "--temperatures", "2", "--tol-max-iterations", "50",
+        "--no-progress"]
+
+
+def jaxdsm(*args, cwd=None):
+    env = dict(os.environ, JAX_PLATFORMS="cpu")
+    return subprocess.run([sys.executable, "-m", "jaxdsm.cli", *args], capture_output=True,
+                          text=True, cwd=cwd, env=env, timeout=300)
+
+
+def test_run_help_lists_experiments_with_one_line_each():
+    proc = jaxdsm("run", "--help")
+    assert proc.returncode == 0
+    for name, experiment in experiments.EXPERIMENTS.items():
+        assert name in proc.stdout
+        assert experiment.summary.split()[0] in proc.stdout
+
+
+def test_run_writes_the_run_folder(tmp_path):
+    proc = jaxdsm("run", "spectral-gap", *TINY, "--out", str(tmp_path), "--run-id", "x")
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "spectral-gap" / "x"
+    assert f"wrote {run_dir}" in proc.stdout and "| Exp 1 |" in proc.stdout
+    rows = results.read_csv(run_dir / "summary.csv")
+    assert [int(r["n"]) for r in rows] == [6, 6] and rows[0]["trials"] == "4"
+    assert results.read_json(run_dir / "config.json")["config"]["trials"] == 4
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["run", "spectral-gap", "--n", "1"], "n must be an integer >= 2"),
+        (["run", "spectral-gap", "--t-min", "0"], "t_min must be finite and > 0"),
+        (["run", "spectral-gap", "--t-min", "-1"], "t_min must be finite and > 0"),
+        (["run", "spectral-gap", "--t-max", "nan"], "t_max must be finite and > 0"),
+        (["run", "spectral-gap", "--t-min", "2", "--t-max", "1"], "t_max (1.0) must be >= t_min"),
+        (["run", "spectral-gap", "--trials", "2.5"], "argument --trials: invalid int value: '2.5'"),
+        (["run", "spectral-gap", "--trials", "0"], "trials must be a positive integer"),
+        (["run", "spectral-gap", "--iterations", "-3"], "iterations must be a positive integer"),
+        (["run", "spectral-gap", "--mode", "fast"], "mode must be one of auto, scaling, log, direct"),
+        (["run", "no-such-experiment"], "invalid choice: 'no-such-experiment'"),
+    ],
+)
+def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    proc = jaxdsm(*args, "--out", str(out))
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_unwritable_out_is_one_line_error(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = jaxdsm("run", "spectral-gap", *TINY, "--out", str(blocker / "results"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("jaxdsm: error: --out: cannot write results under")
+    assert "Traceback" not in proc.stderr
+    assert blocker.read_text() == "not a folder"
+
+
+def test_resume_errors(tmp_path):
+    proc = jaxdsm("run", "spectral-gap", "--resume", str(tmp_path))
+    assert proc.returncode == 2 and "--resume:" in proc.stderr and "no config.json" in proc.stderr
+    proc = jaxdsm("run", "spectral-gap", "--resume", str(tmp_path), "--trials", "5")
+    assert proc.returncode == 2 and "drop --trials" in proc.stderr
+
+
+def test_reproduce_runs_every_experiment_and_writes_an_index(tmp_path, monkeypatch, capsys):
+    tiny = {"n": (6,), "trials": 4, "temperatures": 2, "tol_max_iterations": 50}
+    registry = {name: dataclasses.replace(e, quick=tiny) for name, e in experiments.EXPERIMENTS.items()}
+    monkeypatch.setattr(experiments, "EXPERIMENTS", registry)
+    assert cli.main(["reproduce", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
+    index = (tmp_path / "index.md").read_text()
+    for name in registry:
+        run_dirs = list((tmp_path / name).iterdir())
+        assert len(run_dirs) == 1 and (run_dirs[0] / "manifest.json").exists()
+        assert f"[{name}]({name}/{run_dirs[0].name}/report.md)" in index
+    assert "| Exp 1 |" in index and "| Appendix C |" in index
