@@ -32,7 +32,7 @@ class Config:
     temperatures: int = F("number of temperatures, log-spaced", default=16)
     tol: float = F("marginal-error tolerance for convergence", default=1e-6)
     tol_max_iterations: int = F("cap on sweeps when measuring sweeps-to-tol", default=2000)
-    mode: str = F("Sinkhorn form: auto, scaling, log, direct", default="auto")
+    mode: str = F("Sinkhorn form: auto, scaling, stabilized, log, direct", default="auto")
     eigenvalues: bool = F("also measure |lambda_2| (non-symmetric eig)", default=True)
     float64: bool = F("run in float64 (enables jax x64)", default=False)
     chunk_size: int = F("trials per jitted call (memory, progress and resume granularity)",
@@ -67,13 +67,12 @@ def measure(config: Config):
     def one(key, temperature, n):
         dtype = jnp.float64 if config.float64 else jnp.float32
         cost = sinkhorn.random_cost(key, n, dtype)
-        fixed = sinkhorn.sinkhorn(
-            cost, temperature, max_iterations=config.iterations, threshold=config.tol,
-            mode=config.mode,
-        )
+        # d in [0, 1): with this bound "auto" decides on the (unbatched) temperature
+        # alone, so only one of the scaling and log forms runs per chunk.
+        common = dict(threshold=config.tol, mode=config.mode, spread_bound=1.0)
+        fixed = sinkhorn.sinkhorn(cost, temperature, max_iterations=config.iterations, **common)
         to_tol = sinkhorn.sinkhorn(
-            cost, temperature, max_iterations=config.tol_max_iterations, threshold=config.tol,
-            early_stop=True, mode=config.mode,
+            cost, temperature, max_iterations=config.tol_max_iterations, early_stop=True, **common
         )
         sv = spectra.singular_values(fixed.matrix)
         out = {
@@ -194,36 +193,34 @@ def judge(arrays: dict, rows: list[dict], config: Config) -> tuple[list[Claim], 
             "decays like 1/T" if slope < -0.9 else "",
         ))
 
-        # Appendix C: sigma_1 = 1.0000 +- 1e-7 in all trials. Judged where Sinkhorn
-        # converged (elsewhere M is not doubly stochastic and sigma_1 != 1 is expected).
+        # Appendix C: sigma_1 = 1.0000 +- 1e-7 in all trials. Judged separately where
+        # Sinkhorn converged and where it did not (there M is not doubly stochastic).
+        # A converged M has |sigma_1 - 1| <~ its marginal error plus SVD rounding, so the
+        # float32 resolution is ~8 eps = 1e-6 and 1e-7 can only be checked in float64.
         dev = np.array([row["sigma1_max_abs_dev"] for row in r])
-        conv = np.array([row["converged_fraction"] for row in r])
-        done = conv == 1
-        floor = 4 * eps  # an SVD resolves sigma_1 of a norm-1 matrix to a few eps
-        if done.any():
-            worst = float(dev[done].max())
+        done = np.array([row["converged_fraction"] for row in r]) == 1
+        resolution = 8 * eps
+        for subset, where in ((done, "where all trials converged"),
+                              (~done, f"where K={config.iterations} left some trials unconverged")):
+            if not subset.any():
+                continue
+            worst = float(dev[subset].max())
             if worst <= 1e-7:
                 verdict, note = HOLDS, ""
-            elif floor > 1e-7 and worst <= 8 * floor:
-                verdict, note = UNRESOLVED, f"float32 resolves sigma_1 only to ~{floor:.0e}; use --float64"
+            elif worst <= resolution:
+                verdict, note = UNRESOLVED, f"float32 resolves sigma_1 to ~{resolution:.0e}; use --float64"
             else:
-                verdict, note = FAILS, ""
+                verdict, note = FAILS, "" if subset is done else "M is not yet doubly stochastic there"
+            per_t = ", ".join(f"T={_fmt_t(tt)}: {d:.1e}" for tt, d in zip(t[subset], dev[subset]))
             claims.append(Claim(
-                "Appendix C", f"{tag}: sigma_1(M) = 1.0000 +- 1e-7 in all trials",
-                f"at the {done.sum()} temperatures where all trials converged: max |sigma_1 - 1| = "
-                f"{worst:.2e} (within 1e-7 at {np.sum(dev[done] <= 1e-7)} of them)",
+                "Appendix C", f"{tag}: sigma_1(M) = 1.0000 +- 1e-7 in all trials ({where})",
+                f"max |sigma_1 - 1| = {worst:.2e} over {subset.sum()} temperatures; within 1e-7 at "
+                f"{np.sum(dev[subset] <= 1e-7)}" + ("" if subset is done else f" ({per_t})"),
                 verdict, note,
-            ))
-        if (~done).any():
-            claims.append(Claim(
-                "Appendix C", f"{tag}: sigma_1(M) = 1.0000 +- 1e-7 after K={config.iterations} sweeps, "
-                "at temperatures where some trials did not converge",
-                ", ".join(f"T={_fmt_t(tt)}: {d:.2e}" for tt, d in zip(t[~done], dev[~done])),
-                FAILS if np.any(dev[~done] > 1e-7) else HOLDS,
-                "M is not yet doubly stochastic there",
             ))
 
         # Appendix D: K = 200 sweeps with tolerance 1e-6 -- does K reach the tolerance?
+        conv = np.array([row["converged_fraction"] for row in r])
         err_max = np.array([row["marginal_error_max"] for row in r])
         worst = int(np.argmin(conv))
         claims.append(Claim(
@@ -232,6 +229,7 @@ def judge(arrays: dict, rows: list[dict], config: Config) -> tuple[list[Claim], 
             f"T={_fmt_t(t[worst])}: {conv[worst]:.1%} of trials within tol, max error "
             f"{err_max[worst]:.2e}",
             HOLDS if np.all(conv == 1) else (FAILS if np.all(conv < 1) else PARTLY),
+            "" if np.all(conv == 1) else "more sweeps or a tolerance loop are needed at low T",
         ))
 
         # Perron-Frobenius: a primitive DSM has |lambda_2| < 1.

@@ -8,10 +8,16 @@ columns to sum to 1, K times. Three equivalent forms of one sweep are provided:
 - ``"scaling"``: the same iterates written as M = diag(u) A diag(v), one matrix-vector
   product per half-sweep and no transcendental functions in the loop.
 - ``"log"``: potentials f, g with log M = -d/T + f_i + g_j updated by logsumexp; stays
-  finite in float32 at small T, where exp(-d/T) underflows.
+  finite in float32 at small T, where exp(-d/T) underflows. 2 n^2 exp per sweep.
+- ``"stabilized"``: the log-domain potentials, but sweeps run as scalings of the
+  stabilized kernel exp(-d/T + f_i + g_j), absorbed back into f, g every few sweeps
+  (Schmitzer 2019, "Stabilized sparse scaling algorithms", sec. 3; POT's
+  ``sinkhorn_stabilized`` uses the same idea with a threshold). Same iterates as "log"
+  at a fraction of the exps; the absorption period is chosen so that no entry lost to
+  float underflow can regain weight before the next absorption (see ``_absorb_period``).
 - ``"auto"``: ``"scaling"`` where exp(-range(d)/T) is safely representable in the dtype,
-  ``"log"`` otherwise, chosen by ``lax.cond`` on the traced temperature (one branch runs
-  when the temperature is not batched; both run under a vmap over temperatures).
+  ``"stabilized"`` otherwise, chosen by ``lax.cond`` on the traced temperature (one branch
+  runs when the predicate is not batched, see ``spread_bound``; both run otherwise).
 
 The design splits traced data (temperature, threshold: changing them never recompiles)
 from static choices (iteration count, mode, early stopping), as in OTT-JAX's
@@ -30,7 +36,7 @@ from jax import lax
 
 from jaxdsm import _checks
 
-MODES = ("auto", "scaling", "log", "direct")
+MODES = ("auto", "scaling", "stabilized", "log", "direct")
 _HIGHEST = lax.Precision.HIGHEST
 
 # exp(-x) is used in the scaling form only while x <= this fraction of -log(tiny):
@@ -47,8 +53,14 @@ class SinkhornOutput(NamedTuple):
       col_error: max_j |sum_i M_ij - 1|.
       error: max(row_error, col_error), the max marginal error.
       n_iters: number of full row-then-column sweeps performed.
-      converged: ``error <= threshold``.
+      converged: ``error <= threshold``, the matrix is finite, and no kernel entry was
+        lost to underflow.
       finite: every entry of ``matrix`` is finite.
+      underflow: the "scaling" or "direct" form built a kernel exp(-(d - min d)/T) with
+        entries below the dtype's smallest normal number. They are flushed to 0 (XLA on
+        CPU), which can change the Sinkhorn limit completely for small n, so such a
+        result is never reported as converged. "auto" avoids it; "log" and
+        "stabilized" never underflow.
     """
 
     matrix: jax.Array
@@ -58,6 +70,7 @@ class SinkhornOutput(NamedTuple):
     n_iters: jax.Array
     converged: jax.Array
     finite: jax.Array
+    underflow: jax.Array
 
 
 def random_cost(key: jax.Array, n: int, dtype=None) -> jax.Array:
@@ -67,10 +80,14 @@ def random_cost(key: jax.Array, n: int, dtype=None) -> jax.Array:
     return jax.random.uniform(key, (n, n), dtype=dtype)
 
 
-def scaling_is_safe(cost: jax.Array, temperature: jax.Array) -> jax.Array:
-    """True where the plain kernel exp(-d/T) keeps a safe dynamic range in cost's dtype."""
-    limit = -math.log(jnp.finfo(cost.dtype).tiny) * _SCALING_SAFE_FRACTION
-    spread = jnp.max(cost) - jnp.min(cost)
+def scaling_is_safe(spread, temperature, dtype=None) -> jax.Array:
+    """True where exp(-d/T) with max(d) - min(d) <= spread keeps a safe range in dtype.
+
+    ``dtype`` defaults to the temperature's floating dtype (float32 for a Python float).
+    """
+    if dtype is None:
+        dtype = jnp.result_type(temperature, jnp.float32)
+    limit = -math.log(jnp.finfo(dtype).tiny) * _SCALING_SAFE_FRACTION
     return spread / temperature <= limit
 
 
@@ -82,6 +99,7 @@ def sinkhorn(
     threshold: jax.Array | float = 1e-6,
     early_stop: bool = False,
     mode: str = "auto",
+    spread_bound: jax.Array | float | None = None,
 ) -> SinkhornOutput:
     """Projects exp(-cost / temperature) onto the doubly-stochastic matrices.
 
@@ -96,6 +114,11 @@ def sinkhorn(
         (the paper's fixed K). True: a ``while_loop`` that stops after the first sweep
         whose max marginal error is <= ``threshold``.
       mode: "auto", "scaling", "log" or "direct" (see the module docstring).
+      spread_bound: optional upper bound on max(cost) - min(cost) (1 for Algorithm 1's
+        U[0, 1] costs), used by "auto" instead of the cost's own spread. Under vmap,
+        "auto" takes one branch for the whole batch (the safe "stabilized" one if any
+        element needs it, see ``_for_whole_batch``), so this only spares the spread
+        computation and makes the choice independent of the sampled costs.
 
     Returns:
       A ``SinkhornOutput``. Rows and columns of ``matrix`` sum to 1 up to ``error``.
@@ -111,17 +134,37 @@ def sinkhorn(
     threshold = jnp.asarray(threshold, cost.dtype)
 
     def run(form):
-        return _iterate(form, cost, temperature, threshold, max_iterations, early_stop)
+        outputs = _iterate(form, cost, temperature, threshold, max_iterations, early_stop)
+        lost = _kernel_underflows(cost, temperature) if form.plain_kernel else jnp.asarray(False)
+        return (*outputs, lost)
 
     if mode == "auto":
+        spread = jnp.max(cost) - jnp.min(cost) if spread_bound is None else spread_bound
         outputs = lax.cond(
-            scaling_is_safe(cost, temperature),
+            _for_whole_batch(scaling_is_safe(spread, temperature, cost.dtype)),
             lambda: run(_ScalingForm),
-            lambda: run(_LogForm),
+            lambda: run(_StabilizedForm),
         )
     else:
         outputs = run(_FORMS[mode])
     return _finish(*outputs, threshold)
+
+
+@jax.custom_batching.custom_vmap
+def _for_whole_batch(ok: jax.Array) -> jax.Array:
+    """Identity on an unbatched flag; under vmap, one flag for the whole batch (all).
+
+    A ``lax.cond`` whose predicate is batched becomes a select that runs both branches
+    for every element. Reducing the "scaling is safe" flag over the batch keeps a real
+    branch: the batch uses the scaling form only when every element may.
+    """
+    return ok
+
+
+@_for_whole_batch.def_vmap
+def _for_whole_batch_vmap(axis_size, in_batched, ok):
+    del axis_size
+    return (jnp.all(ok) if in_batched[0] else ok), False
 
 
 def marginal_errors(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -131,12 +174,13 @@ def marginal_errors(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
     return row_error, col_error
 
 
-def _finish(matrix, n_iters, row_error, col_error, threshold) -> SinkhornOutput:
+def _finish(matrix, n_iters, row_error, col_error, underflow, threshold) -> SinkhornOutput:
     error = jnp.maximum(row_error, col_error)
     finite = jnp.all(jnp.isfinite(matrix))
     # NaN errors compare False, so a non-finite matrix is never "converged".
-    converged = (error <= threshold) & finite
-    return SinkhornOutput(matrix, row_error, col_error, error, n_iters, converged, finite)
+    converged = (error <= threshold) & finite & ~underflow
+    return SinkhornOutput(matrix, row_error, col_error, error, n_iters, converged, finite,
+                          underflow)
 
 
 def _iterate(form, cost, temperature, threshold, max_iterations, early_stop):
@@ -149,6 +193,8 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop):
     pass over the matrix per sweep; a float32 row sum rounds at a few 1e-7, so a cheaper
     in-loop estimate could stop on a matrix that then fails the tolerance).
     """
+    if hasattr(form, "iterate"):
+        return form.iterate(cost, temperature, threshold, max_iterations, early_stop)
     state = form.init(cost, temperature)
     if not early_stop:
         state = lax.fori_loop(0, max_iterations, lambda _, s: form.sweep(s), state)
@@ -183,9 +229,11 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop):
 class _DirectForm:
     """The paper's loop: A <- A / rowsums; A <- A / colsums."""
 
+    plain_kernel = True
+
     @staticmethod
     def init(cost, temperature):
-        return jnp.exp(-cost / temperature)
+        return jnp.exp(_shifted_log_kernel(cost, temperature))
 
     @staticmethod
     def sweep(a):
@@ -200,10 +248,12 @@ class _DirectForm:
 class _ScalingForm:
     """M = diag(u) K diag(v) with K = exp(-d/T); state (K, u, v)."""
 
+    plain_kernel = True
+
     @staticmethod
     def init(cost, temperature):
         ones = jnp.ones(cost.shape[0], cost.dtype)
-        return jnp.exp(-cost / temperature), ones, ones
+        return jnp.exp(_shifted_log_kernel(cost, temperature)), ones, ones
 
     @staticmethod
     def sweep(state):
@@ -220,6 +270,8 @@ class _ScalingForm:
 
 class _LogForm:
     """log M = -d/T + f_i + g_j; state (-d/T, f, g)."""
+
+    plain_kernel = False
 
     @staticmethod
     def init(cost, temperature):
@@ -238,4 +290,110 @@ class _LogForm:
         return jnp.exp(log_kernel + f[:, None] + g[None, :])
 
 
-_FORMS = {"scaling": _ScalingForm, "log": _LogForm, "direct": _DirectForm}
+def _shifted_log_kernel(cost, temperature):
+    """-(d - min d)/T: the shift is a constant factor of the kernel, which Sinkhorn
+    removes in its first row step, so the iterates are unchanged and max entry is 1."""
+    return -(cost - jnp.min(cost)) / temperature
+
+
+def _kernel_underflows(cost, temperature):
+    return jnp.any(_shifted_log_kernel(cost, temperature) < math.log(jnp.finfo(cost.dtype).tiny))
+
+
+def _absorb_period(n: int, dtype) -> int:
+    """Sweeps between absorptions in the stabilized form.
+
+    After the first full sweep every half-step rescales a row or column by a factor in
+    [1/n, n] (row sums of a column-normalized matrix lie in [1/n, n], and vice versa), so
+    an entry grows by at most n^2 per sweep. An entry flushed to 0 (below ``tiny``) is
+    therefore still below ``eps`` after P sweeps when n^(2P) <= eps / tiny; absorption
+    then recomputes it exactly from the potentials.
+    """
+    info = jnp.finfo(dtype)
+    budget = math.log(float(info.eps)) - math.log(float(info.tiny))
+    return int(max(1, min(20, budget // (2 * math.log(n)))))
+
+
+class _StabilizedForm:
+    """Potentials f, g plus scalings u, v of the stabilized kernel K~ = exp(-d/T + f + g).
+
+    M = diag(u) K~ diag(v). The first sweep runs in the log domain (logsumexp), so K~
+    starts as a doubly-normalized matrix with entries <= 1; later sweeps are two
+    matrix-vector products each, and every ``_absorb_period`` sweeps u, v are folded
+    into f, g (one n^2 exp).
+    """
+
+    plain_kernel = False
+
+    @staticmethod
+    def iterate(cost, temperature, threshold, max_iterations, early_stop):
+        n = cost.shape[0]
+        period = _absorb_period(n, cost.dtype)
+        log_kernel = -cost / temperature
+        f = -jax.nn.logsumexp(log_kernel, axis=1)
+        g = -jax.nn.logsumexp(log_kernel + f[:, None], axis=0)
+        ones = jnp.ones(n, cost.dtype)
+
+        def absorb(state):
+            f, g, _, u, v = state
+            f, g = f + jnp.log(u), g + jnp.log(v)
+            return f, g, jnp.exp(log_kernel + f[:, None] + g[None, :]), ones, ones
+
+        def sweep(state):
+            f, g, kernel, _, v = state
+            u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
+            return f, g, kernel, u, 1 / jnp.matmul(kernel.T, u, precision=_HIGHEST)
+
+        def matrix(state):
+            _, _, kernel, u, v = state
+            return u[:, None] * kernel * v[None, :]
+
+        def block(state, length):
+            return absorb(lax.fori_loop(0, length, lambda _, s: sweep(s), state))
+
+        state = (f, g, jnp.exp(log_kernel + f[:, None] + g[None, :]), ones, ones)  # sweep 1
+        if not early_stop:
+            blocks, rest = divmod(max_iterations - 1, period)
+            state = lax.fori_loop(0, blocks, lambda _, s: block(s, period), state)
+            m = matrix(lax.fori_loop(0, rest, lambda _, s: sweep(s), state))
+            return (m, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(m))
+
+        # Early stop: whole blocks of sweeps (absorbing after each, an unbatched step), and
+        # inside a block the first sweep that meets the tolerance is kept; at most
+        # period - 1 further sweeps are computed and discarded.
+        m0 = matrix(state)
+        first = (m0, jnp.asarray(1, jnp.int32), *marginal_errors(m0))
+
+        def met(found):
+            _, _, row_error, col_error = found
+            return jnp.maximum(row_error, col_error) <= threshold
+
+        def cond(carry):
+            _, found, it = carry
+            return ~met(found) & (it < max_iterations)
+
+        def body(carry):
+            state, found, it = carry
+
+            def step(i, inner):
+                state, found = inner
+                state = sweep(state)
+                m = matrix(state)
+                candidate = (m, it + i + 1, *marginal_errors(m))
+                take = ~met(found) & (it + i + 1 <= max_iterations)
+                found = jax.tree.map(lambda a, b: jnp.where(take, a, b), candidate, found)
+                return state, found
+
+            state, found = lax.fori_loop(0, period, step, (state, found))
+            return absorb(state), found, it + period
+
+        _, found, _ = lax.while_loop(cond, body, (state, first, jnp.asarray(1, jnp.int32)))
+        return found
+
+
+_FORMS = {
+    "scaling": _ScalingForm,
+    "stabilized": _StabilizedForm,
+    "log": _LogForm,
+    "direct": _DirectForm,
+}

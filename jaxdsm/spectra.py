@@ -66,6 +66,8 @@ def top_two_singular_values(
 
 def entropy(matrix: jax.Array) -> jax.Array:
     """H(M) = -sum_ij M_ij log M_ij with 0 log 0 = 0 (negative entries count as 0)."""
+    # One array type for the mask and the log: numpy keeps subnormals that XLA flushes.
+    matrix = jnp.asarray(matrix)
     safe = jnp.where(matrix > 0, matrix, 1)
     return -jnp.sum(jnp.where(matrix > 0, matrix * jnp.log(safe), 0), axis=(-2, -1))
 

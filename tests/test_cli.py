@@ -52,7 +52,7 @@ def test_run_writes_the_run_folder(tmp_path):
         (["run", "spectral-gap", "--trials", "2.5"], "argument --trials: invalid int value: '2.5'"),
         (["run", "spectral-gap", "--trials", "0"], "trials must be a positive integer"),
         (["run", "spectral-gap", "--iterations", "-3"], "iterations must be a positive integer"),
-        (["run", "spectral-gap", "--mode", "fast"], "mode must be one of auto, scaling, log, direct"),
+        (["run", "spectral-gap", "--mode", "fast"], "mode must be one of auto, scaling, stabilized, log, direct"),
         (["run", "no-such-experiment"], "invalid choice: 'no-such-experiment'"),
     ],
 )
