@@ -12,8 +12,8 @@ Contenders (all in this one process):
                   for all 16), trials processed in chunks by ``lax.map(batch_size=chunk)``
                   (a scan over vmapped chunks inside the one XLA program).
 * jaxdsm variants the full SVD instead of the fast path; and "auto" without ``spread_bound``
-                  (its mode predicate reads each trial's d, so under the trial vmap lax.cond
-                  runs both the scaling and the log-domain form for every trial).
+                  (its mode predicate reads each trial's d; jaxdsm reduces it over the batch,
+                  so one branch still runs).
 * (a) numpy/scipy the paper's per-trial loop in float64 (A = exp(-d/T); 200x rows, then
                   columns; scipy.linalg.svd). Timed on a subset of trials per temperature and
                   extrapolated linearly to R trials.
@@ -35,7 +35,6 @@ Usage:  python benchmarks/bench_exp1.py [--quick] [--repeats N] [--out FILE.json
 from __future__ import annotations
 
 import argparse
-import inspect
 import json
 import math
 import os
@@ -61,9 +60,6 @@ N = 64
 K = 200
 T_MIN, T_MAX, N_TEMPS = 0.01, 10.0, 16
 TARGETS = {"numpy_scipy_float64": 8.0, "ott_lse": 5.0}
-
-# Upper bound of max(d) - min(d) for d ~ U[0, 1] (older jaxdsm API, see jaxdsm_trial).
-_UNIT_RANGE = jnp.asarray([[0.0, 1.0]], jnp.float32)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -116,42 +112,24 @@ def _log(msg: str) -> None:
 # --------------------------------------------------------------------------- JAX contenders
 
 
-# jaxdsm's API for the mode choice: newer versions take ``spread_bound`` (an upper bound on
-# max(d) - min(d), 1 for U[0, 1] costs) so that "auto" decides from the temperature alone.
-_HAS_SPREAD_BOUND = "spread_bound" in inspect.signature(sinkhorn).parameters
-_SAFE_TAKES_SPREAD = next(iter(inspect.signature(scaling_is_safe).parameters)) != "cost"
-
-
 def takes_log_branch(temperature) -> bool:
-    """True where "auto" with the U[0, 1] bound on the cost range leaves the plain scaling form
-    (for the log-domain form, or the stabilized scaling form in newer jaxdsm)."""
-    if _SAFE_TAKES_SPREAD:
-        return not bool(scaling_is_safe(1.0, jnp.float32(temperature), jnp.float32))
-    return not bool(scaling_is_safe(_UNIT_RANGE, jnp.float32(temperature)))
+    """True where "auto" with the U[0, 1] bound on the cost range leaves the plain scaling
+    form for the stabilized log-domain one."""
+    return not bool(scaling_is_safe(1.0, jnp.float32(temperature), jnp.float32))
 
 
 def jaxdsm_trial(seed: int, *, full_svd: bool = False, bounded: bool = True):
     """One trial of W with jaxdsm: key -> d -> Sinkhorn -> (sigma_2, H).
 
-    bounded=True: mode "auto" told the U[0, 1] bound on the cost range (``spread_bound=1``),
-    so its lax.cond predicate depends on the unbatched temperature only and one branch
-    runs. bounded=False: plain "auto", whose predicate reads each trial's d; under the
-    trial vmap that predicate is batched and lax.cond becomes a select running both the
-    scaling and the log-domain form for every trial.
+    bounded=True tells "auto" the U[0, 1] bound on the cost range (``spread_bound=1``);
+    bounded=False is plain "auto", which reads each trial's d (and, under vmap, still
+    takes one branch for the whole batch).
     """
+    spread = {"spread_bound": 1.0} if bounded else {}
 
     def trial(t, temperature):
         d = random_cost(jax.random.fold_in(jax.random.PRNGKey(seed), t), N)
-        if not bounded:
-            m = sinkhorn(d, temperature, max_iterations=K, early_stop=False, mode="auto").matrix
-        elif _HAS_SPREAD_BOUND:
-            m = sinkhorn(d, temperature, max_iterations=K, early_stop=False, mode="auto", spread_bound=1.0).matrix
-        else:  # older jaxdsm: the same rule, hoisted by hand
-            m = lax.cond(
-                scaling_is_safe(_UNIT_RANGE, temperature),
-                lambda: sinkhorn(d, temperature, max_iterations=K, mode="scaling").matrix,
-                lambda: sinkhorn(d, temperature, max_iterations=K, mode="log").matrix,
-            )
+        m = sinkhorn(d, temperature, max_iterations=K, mode="auto", **spread).matrix
         s2 = singular_values(m)[1] if full_svd else top_two_singular_values(m)[1]
         return s2, entropy(m)
 
@@ -501,7 +479,7 @@ def main(argv=None) -> dict:
 
     _log(f"compiling JAX contenders (R={R}); then {repeats} interleaved rounds of W")
     contenders = []
-    bound = "spread_bound=1" if _HAS_SPREAD_BOUND else "cond hoisted by hand"
+    bound = "spread_bound=1"
     for chunk in chunks:
         contenders.append(JaxContender(
             f"jaxdsm auto, {bound}, top2 [chunk {chunk}]", jaxdsm_trial(seed), trials, chunk, temps,
@@ -510,7 +488,7 @@ def main(argv=None) -> dict:
         f"jaxdsm auto, {bound}, full SVD [chunk {svd_chunk}]", jaxdsm_trial(seed, full_svd=True), trials,
         svd_chunk, temps, variant="bounded", svd="full", role="jaxdsm_full_svd", group="jaxdsm"))
     contenders.append(JaxContender(
-        f"jaxdsm auto, no spread bound (both branches), top2 [chunk {plain_chunk}]",
+        f"jaxdsm plain auto (no spread_bound), top2 [chunk {plain_chunk}]",
         jaxdsm_trial(seed, bounded=False), trials, plain_chunk, temps, variant="plain", svd="top2",
         role="jaxdsm_plain_auto", group="jaxdsm"))
     ott_chunks = [R] + ([args.ott_small_chunk] if 0 < args.ott_small_chunk < R else [])
@@ -650,7 +628,6 @@ def main(argv=None) -> dict:
         "log_domain_temperatures": [float(t) for t, lg in zip(temps_np, log_t) if lg],
         "targets": targets,
         "targets_plain_auto_no_spread_bound": targets_plain,
-        "jaxdsm_has_spread_bound": _HAS_SPREAD_BOUND,
         "notes": [
             "numpy/scipy and POT rows are timed on the first `numpy_subset_trials_per_temperature` trials per "
             "temperature and extrapolated linearly to R trials (per-trial cost does not depend on the trial).",
@@ -663,10 +640,9 @@ def main(argv=None) -> dict:
             "Contenders run interleaved: every round runs W once for each contender, so background load on the "
             "machine is spread over all of them; w_seconds is the median over rounds, w_seconds_min the best. "
             "The chunk sweep runs every chunk in round 1 and only the best chunk (per variant) after that.",
-            "spread_bound=1 tells mode='auto' the U[0,1] bound on max(d)-min(d): its lax.cond predicate then "
-            "depends on T only and stays a real branch under the trial vmap. Without it the predicate reads each "
-            "trial's d, is batched, and lax.cond runs both the scaling and the log-domain form for every trial; "
-            "both choose the same branch at all 16 temperatures and give identical numbers.",
+            "spread_bound=1 tells mode='auto' the U[0,1] bound on max(d)-min(d): its predicate then depends on "
+            "T only. Without it the predicate reads each trial's d and jaxdsm reduces it over the batch "
+            "(custom_vmap), so lax.cond stays a real branch either way; both give identical numbers.",
         ],
         "total_benchmark_s": None,
     }

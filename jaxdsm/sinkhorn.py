@@ -1,7 +1,7 @@
 """Projections onto the Birkhoff polytope by Sinkhorn normalization.
 
 Algorithm 1 of the Homogeneity Trap paper: A = exp(-d / T), then normalize rows and
-columns to sum to 1, K times. Three equivalent forms of one sweep are provided:
+columns to sum to 1, K times. Equivalent forms of one sweep are provided:
 
 - ``"direct"``: the paper's loop, dividing the whole matrix by its row sums, then by its
   column sums (two passes over n x n per half-sweep).
@@ -113,7 +113,7 @@ def sinkhorn(
       early_stop: static. False: exactly ``max_iterations`` sweeps in a ``fori_loop``
         (the paper's fixed K). True: a ``while_loop`` that stops after the first sweep
         whose max marginal error is <= ``threshold``.
-      mode: "auto", "scaling", "log" or "direct" (see the module docstring).
+      mode: "auto", "scaling", "stabilized", "log" or "direct" (module docstring).
       spread_bound: optional upper bound on max(cost) - min(cost) (1 for Algorithm 1's
         U[0, 1] costs), used by "auto" instead of the cost's own spread. Under vmap,
         "auto" takes one branch for the whole batch (the safe "stabilized" one if any
