@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import shutil
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -96,7 +97,12 @@ def execute(
     jax.config.update("jax_enable_x64", bool(getattr(config, "float64", False)))
     try:
         started = time.perf_counter()
-        output = experiment.run(config, run_dir, progress)
+        try:
+            output = experiment.run(config, run_dir, progress)
+        except BaseException:
+            print(f"jaxdsm: {run_dir} is incomplete; finished chunks are kept. Continue with:\n"
+                  f"  jaxdsm run {experiment.name} --resume {run_dir}", file=sys.stderr)
+            raise
         wall = time.perf_counter() - started
         write_report(run_dir, experiment, config, output)
         manifest = results.environment_manifest()

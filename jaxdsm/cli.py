@@ -121,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as err:
         parser.exit(2, f"jaxdsm: error: {err}\n")
     except KeyboardInterrupt:
-        parser.exit(130, "jaxdsm: interrupted; continue with `jaxdsm run NAME --resume RUN_DIR`\n")
+        parser.exit(130, "jaxdsm: interrupted\n")
 
 
 if __name__ == "__main__":
