@@ -44,12 +44,11 @@ import sys
 import time
 import warnings
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import scipy
 import scipy.linalg
-
-import jax
-import jax.numpy as jnp
 from jax import lax
 
 import jaxdsm
@@ -519,7 +518,6 @@ def main(argv=None) -> dict:
         return kept
 
     results, outs = time_interleaved(contenders, repeats, keep=keep, log=_log)
-    by_name = {r["name"]: r for r in results}
     values = {name: ([o[0] for o in out], [o[1] for o in out]) for name, out in outs.items()}
     for r in results:
         s2 = values[r["name"]][0]

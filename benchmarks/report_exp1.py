@@ -34,7 +34,7 @@ def main(path="benchmarks/results/exp1_cpu.json"):
     print("| contender | W seconds (median) | best | compile s | ratio vs jaxdsm | max abs d mean sigma2 | max abs d mean H | NaN trials |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for c in r["contenders"]:
-        name = c["name"] + (" *(extrapolated from %d trials/T)*" % c["trials_timed_per_temperature"] if c["extrapolated"] else "")
+        name = c["name"] + (f" *(extrapolated from {c['trials_timed_per_temperature']} trials/T)*" if c["extrapolated"] else "")
         nan = sum(c.get("nan_trials_per_temperature", [0]))
         print(f"| {name} | {c['w_seconds']:.2f} | {c['w_seconds_min']:.2f} | {c['compile_s']:.2f} | "
               f"{c['ratio_vs_jaxdsm']:.2f} | {_e(c['max_abs_dmean_sigma2'])} | {_e(c['max_abs_dmean_entropy'])} | {nan} |")

@@ -91,7 +91,6 @@ def _run(args) -> int:
 
 def _reproduce(args) -> int:
     from experiments import execute
-    from experiments.common import claims_table
     from jaxdsm import results
 
     out = Path(args.out)

@@ -157,5 +157,5 @@ def environment_manifest() -> dict:
         "device_kind": devices[0].device_kind if devices else None,
         "process_count": jax.process_count(),
         "x64": bool(jax.config.jax_enable_x64),
-        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
     }

@@ -164,7 +164,8 @@ def _for_whole_batch(ok: jax.Array) -> jax.Array:
 @_for_whole_batch.def_vmap
 def _for_whole_batch_vmap(axis_size, in_batched, ok):
     del axis_size
-    return (jnp.all(ok) if in_batched[0] else ok), False
+    # Calling the custom function again keeps the rule in force for an outer vmap.
+    return _for_whole_batch(jnp.all(ok) if in_batched[0] else ok), False
 
 
 def marginal_errors(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:

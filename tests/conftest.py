@@ -14,9 +14,9 @@ _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))
 if _TESTS_DIR not in sys.path:
     sys.path.insert(0, _TESTS_DIR)
 
-import jax
-import numpy as np
-import pytest
+import jax  # noqa: E402 (after the sys.path and env set-up above)
+import numpy as np  # noqa: E402 (after the sys.path and env set-up above)
+import pytest  # noqa: E402 (after the sys.path and env set-up above)
 
 # float32 is the default (also when JAX_ENABLE_X64 is set in the environment): tolerances
 # are float32 ones, and x64 is enabled only inside the `x64` fixture.

@@ -27,6 +27,7 @@ from __future__ import annotations
 import functools
 
 import jax
+import jax.extend
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -492,3 +493,34 @@ def test_float64_path_keeps_dtype_and_matches_reference(rng, x64, mode):
 def test_random_cost_dtype_under_x64(x64):
     assert random_cost(jax.random.PRNGKey(0), 4).dtype == jnp.float64
     assert random_cost(jax.random.PRNGKey(0), 4, dtype=jnp.float32).dtype == jnp.float32
+
+
+def _primitive_names(jaxpr) -> set[str]:
+    names = set()
+    for eqn in jaxpr.eqns:
+        names.add(eqn.primitive.name)
+        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+            names |= _primitive_names(sub)
+    return names
+
+
+@pytest.mark.parametrize("spread_bound", [None, 1.0])
+def test_auto_under_vmap_keeps_one_branch(rng, spread_bound):
+    """A batched lax.cond predicate turns into a select that runs both forms for every
+    element; "auto" must keep a real cond under vmap over costs and over temperatures."""
+    costs = rng.random((4, 8, 8)).astype(np.float32)
+
+    def solve(c, t):
+        return sinkhorn(c, t, spread_bound=spread_bound).matrix
+
+    over_costs = jax.make_jaxpr(jax.vmap(solve, in_axes=(0, None)))(costs, np.float32(0.5))
+    over_both = jax.make_jaxpr(jax.vmap(jax.vmap(solve, (0, None)), (None, 0)))(
+        costs, np.array([0.01, 1.0], np.float32))
+    for jaxpr in (over_costs, over_both):
+        assert "cond" in _primitive_names(jaxpr.jaxpr)
+    # One unsafe element sends the whole batch to the stabilized form, which is exact too.
+    out = jax.vmap(jax.vmap(solve, (0, None)), (None, 0))(costs, np.array([0.01, 1.0], np.float32))
+    for ti, t in enumerate((0.01, 1.0)):
+        for i in range(4):
+            expected = ref.algorithm1_log(costs[i].astype(np.float64), t, 200)
+            np.testing.assert_allclose(out[ti, i], expected, atol=2e-5)

@@ -8,8 +8,8 @@ import dataclasses
 import jax
 import numpy as np
 import pytest
-
 import reference
+
 from experiments import spectral_gap
 from experiments.common import execute
 from jaxdsm import results, sinkhorn, sweep
