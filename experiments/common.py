@@ -148,6 +148,11 @@ def write_report(run_dir: Path, experiment: Experiment, config, output: RunOutpu
     if figures:
         lines += ["## Figures", ""] + [f"![{name}]({name})" for name in figures] + [""]
     results.write_text(run_dir / "report.md", "\n".join(lines))
+    results.write_json(run_dir / "claims.json", [dataclasses.asdict(c) for c in output.claims])
+
+
+def read_claims(run_dir: Path) -> list[Claim]:
+    return [Claim(**c) for c in results.read_json(Path(run_dir) / "claims.json")]
 
 
 def claims_table(claims: Sequence[Claim]) -> str:

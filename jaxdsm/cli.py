@@ -91,6 +91,7 @@ def _run(args) -> int:
 
 def _reproduce(args) -> int:
     from experiments import execute
+    from experiments.common import claims_table, read_claims
     from jaxdsm import results
 
     out = Path(args.out)
@@ -100,8 +101,7 @@ def _reproduce(args) -> int:
         print(f"== {name}: {experiment.summary}", file=sys.stderr)
         config = experiment.config_cls(**(experiment.quick if args.quick else {}))
         run_dir = execute(experiment, config, out=out, progress=not args.no_progress)
-        report = (run_dir / "report.md").read_text()
-        claims = report.split("## Claims", 1)[1].split("\n## ", 1)[0].strip()
+        claims = claims_table(read_claims(run_dir))
         rel = run_dir.relative_to(out) if run_dir.is_relative_to(out) else run_dir
         sections += [f"## [{name}]({rel}/report.md)", "", experiment.summary, "", claims, ""]
         print(f"wrote {run_dir}", file=sys.stderr)

@@ -104,7 +104,7 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
 def test_run_folder_contents(tmp_path):
     run_dir = execute(spectral_gap.EXPERIMENT, SMALL, out=tmp_path, run_id="r", progress=False)
     names = {p.name for p in run_dir.iterdir()}
-    assert {"config.json", "manifest.json", "arrays.npz", "summary.csv", "report.md",
+    assert {"config.json", "manifest.json", "arrays.npz", "summary.csv", "report.md", "claims.json",
             "sigma2_vs_temp.png", "spectral_gap_overview.png"} <= names
     assert "chunks" not in names and not any(n.endswith(".tmp") for n in names)
     config = results.read_json(run_dir / "config.json")
