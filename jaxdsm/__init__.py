@@ -5,11 +5,15 @@ Modules, in the order data flows through them:
 - ``jaxdsm.sinkhorn``: projections onto the Birkhoff polytope (``sinkhorn.sinkhorn``) and
   Algorithm 1's random cost (``sinkhorn.random_cost``).
 - ``jaxdsm.spectra``: singular values, a fast (sigma_1, sigma_2), entropy, |lambda_2|.
+- ``jaxdsm.signal``: LayerNorm as a projection, noise, SNR, residual stacks.
+- ``jaxdsm.bounds``: the paper's closed-form bounds (Levy, Appendix A, Theorem 1, ...).
 - ``jaxdsm.sweep``: temperatures x trials (x n) grids as jitted, vmapped chunks.
 - ``jaxdsm.results`` and ``jaxdsm.plot``: run folders and figures.
 """
 
+from jaxdsm import bounds as bounds
 from jaxdsm import results as results
+from jaxdsm import signal as signal
 from jaxdsm import sinkhorn as sinkhorn
 from jaxdsm import spectra as spectra
 from jaxdsm import sweep as sweep
@@ -18,4 +22,6 @@ from jaxdsm.sinkhorn import random_cost as random_cost
 
 __version__ = "0.1.0"
 
-__all__ = ["SinkhornOutput", "random_cost", "results", "sinkhorn", "spectra", "sweep"]
+__all__ = [
+    "SinkhornOutput", "bounds", "random_cost", "results", "signal", "sinkhorn", "spectra", "sweep",
+]
