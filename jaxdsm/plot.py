@@ -74,3 +74,44 @@ def spectral_gap_figures(run_dir: Path, *, tol: float, cap: int) -> list[Path]:
     fig.savefig(written[-1], dpi=110)
     plt.close(fig)
     return written
+
+
+def orthogonal_collapse_figures(run_dir: Path, *, n: int, eps: float) -> list[Path]:
+    """Figure 2 of the paper (histograms of output cosine similarity, high to low SNR,
+    with the null law) and the Theorem 1 bound against gamma."""
+    plt = _pyplot()
+    run_dir = Path(run_dir)
+    a = results.read_npz(run_dir / "arrays.npz")
+    t, cos, gamma = a["temperature"], a["cos"].astype(np.float64), a["gamma"].astype(np.float64)
+    picks = sorted(set(np.linspace(0, len(t) - 1, 4).round().astype(int)))
+    fig, axes = plt.subplots(1, len(picks), figsize=(3.6 * len(picks), 3.4), sharey=False)
+    x = np.linspace(-1, 1, 801)
+    # Density of <u, v> for independent uniform directions in dim d = n - 1:
+    # proportional to (1 - x^2)^((d - 3) / 2).
+    null = np.clip(1 - x**2, 0, None) ** ((n - 4) / 2)
+    null /= np.trapezoid(null, x)
+    for ax, ti in zip(np.atleast_1d(axes), picks):
+        ax.hist(cos[ti], bins=50, range=(-1, 1), density=True, alpha=0.7, label="simulated")
+        ax.plot(x, null, "k--", lw=1, label="null law")
+        ax.set(title=f"T={t[ti]:.3g}, mean $\\gamma$={gamma[ti].mean():.3g}", xlabel="cos(u, v)")
+    np.atleast_1d(axes)[0].legend(fontsize=8)
+    fig.tight_layout()
+    written = [run_dir / "collapse_hist.png"]
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    g = gamma.mean(-1)
+    ax.errorbar(g, np.abs(cos).mean(-1), yerr=np.abs(cos).std(-1), fmt="o", ms=4, capsize=3,
+                label="mean |cos(u, v)| (bars: std)")
+    grid = np.geomspace(g.min(), g.max(), 100)
+    ax.plot(grid, eps + 8 * grid, "r-", label=f"Theorem 1: eps + 8 gamma (eps={eps:g})")
+    ax.axvline(1 / 8, color="gray", ls=":", label="gamma = 1/8")
+    ax.set(xscale="log", xlabel="spectral SNR gamma", ylabel="|cos(u, v)|", ylim=(0, 1.05),
+           title="Orthogonal collapse against the bound")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    written.append(run_dir / "theorem1_vs_gamma.png")
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
+    return written

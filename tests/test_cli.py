@@ -83,8 +83,12 @@ def test_resume_errors(tmp_path):
 
 
 def test_reproduce_runs_every_experiment_and_writes_an_index(tmp_path, monkeypatch, capsys):
-    tiny = {"n": (6,), "trials": 4, "temperatures": 2, "tol_max_iterations": 50}
-    registry = {name: dataclasses.replace(e, quick=tiny) for name, e in experiments.EXPERIMENTS.items()}
+    tiny = {
+        "spectral-gap": {"n": (6,), "trials": 4, "temperatures": 2, "tol_max_iterations": 50},
+        "orthogonal-collapse": {"n": 8, "trials": 8, "temperatures": 2},
+    }
+    registry = {name: dataclasses.replace(e, quick=tiny.get(name, e.quick))
+                for name, e in experiments.EXPERIMENTS.items()}
     monkeypatch.setattr(experiments, "EXPERIMENTS", registry)
     assert cli.main(["reproduce", "--quick", "--out", str(tmp_path), "--no-progress"]) == 0
     index = (tmp_path / "index.md").read_text()
