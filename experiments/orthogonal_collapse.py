@@ -47,9 +47,7 @@ class Config:
         for name in ("trials", "trials_per_seed", "iterations", "temperatures", "chunk_size"):
             _checks.check_positive_int(getattr(self, name), name)
         for name in ("seed", "microbatch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            _checks.check_non_negative_int(getattr(self, name), name)
         for name in ("nu", "input_norm", "t_min", "t_max", "eps", "low_snr"):
             _checks.check_positive_float(getattr(self, name), name)
         if self.t_max < self.t_min:
@@ -96,10 +94,7 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
     rows = summarize(arrays, config)
     results.write_csv(run_dir / "summary.csv", rows)
     plot.orthogonal_collapse_figures(run_dir, n=config.n, eps=config.eps)
-    timings = dict(swept.timings, compile_seconds=swept.compile_seconds,
-                   run_seconds=swept.run_seconds, chunks_computed=swept.chunks_computed,
-                   chunks_resumed=swept.chunks_resumed)
-    return RunOutput(claims=judge(rows, config), timings=timings, findings=_table(rows))
+    return RunOutput(claims=judge(rows, config), timings=swept.report(), findings=_table(rows))
 
 
 def null_cdf(x, n: int):

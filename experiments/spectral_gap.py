@@ -47,9 +47,7 @@ class Config:
                      "tol_max_iterations", "chunk_size"):
             _checks.check_positive_int(getattr(self, name), name)
         for name in ("seed", "microbatch"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+            _checks.check_non_negative_int(getattr(self, name), name)
         t_min = _checks.check_positive_float(self.t_min, "t_min")
         t_max = _checks.check_positive_float(self.t_max, "t_max")
         if t_max < t_min:
@@ -114,10 +112,7 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
     results.write_csv(run_dir / "summary.csv", rows)
     plot.spectral_gap_figures(run_dir, tol=config.tol, cap=config.tol_max_iterations)
     claims, findings = judge(arrays, rows, config)
-    timings = dict(swept.timings, compile_seconds=swept.compile_seconds,
-                   run_seconds=swept.run_seconds, chunks_computed=swept.chunks_computed,
-                   chunks_resumed=swept.chunks_resumed)
-    return RunOutput(claims=claims, timings=timings, findings=findings)
+    return RunOutput(claims=claims, timings=swept.report(), findings=findings)
 
 
 def summarize(arrays: dict, config: Config) -> list[dict]:

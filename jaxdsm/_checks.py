@@ -32,6 +32,12 @@ def check_positive_int(k, name: str) -> int:
     return int(k)
 
 
+def check_non_negative_int(k, name: str) -> int:
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {k!r}")
+    return int(k)
+
+
 def check_choice(value, choices: Iterable[str], name: str) -> str:
     choices = tuple(choices)
     if value not in choices:

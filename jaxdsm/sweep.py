@@ -56,6 +56,12 @@ class SweepResult:
     chunks_resumed: int = 0
     timings: dict[str, float] = field(default_factory=dict)
 
+    def report(self) -> dict[str, float]:
+        """Timings and chunk counts for manifest.json."""
+        return dict(self.timings, compile_seconds=self.compile_seconds,
+                    run_seconds=self.run_seconds, chunks_computed=self.chunks_computed,
+                    chunks_resumed=self.chunks_resumed)
+
 
 def default_microbatch(backend: str | None = None) -> int:
     """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy)."""
