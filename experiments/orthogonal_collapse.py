@@ -70,11 +70,12 @@ def measure(config: Config):
         a, b = a * scale, b * scale
         u = signal.propagate(k_xi, m, a, config.nu)
         v = signal.propagate(k_xi2, m, b, config.nu)
+        sigma2 = spectra.sigma2(m)
         return {
             "cos": signal.cosine_similarity(u, v),
             "gamma": signal.snr(m, a, config.nu),
-            "gamma_approx": signal.snr(m, a, config.nu, exact=False),
-            "sigma2": spectra.sigma2(m),
+            "gamma_approx": signal.snr_paper(sigma2, a, config.nu),
+            "sigma2": sigma2,
         }
 
     return one

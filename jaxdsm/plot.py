@@ -22,6 +22,14 @@ def _pyplot():
     return plt
 
 
+def _save(fig, path: Path, dpi: int = 110) -> Path:
+    plt = _pyplot()
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    plt.close(fig)
+    return path
+
+
 def spectral_gap_figures(run_dir: Path, *, tol: float, cap: int) -> list[Path]:
     """Figure 1 of the paper (sigma_2 against T) and a 4-panel overview, per run folder."""
     plt = _pyplot()
@@ -38,10 +46,7 @@ def spectral_gap_figures(run_dir: Path, *, tol: float, cap: int) -> list[Path]:
     ax.set(xscale="log", xlabel="temperature T", ylabel=r"$\sigma_2(M)$",
            title=r"Mean $\sigma_2$ vs T (bars: std, band: 5-95%)")
     ax.legend()
-    fig.tight_layout()
-    written.append(run_dir / "sigma2_vs_temp.png")
-    fig.savefig(written[-1], dpi=120)
-    plt.close(fig)
+    written.append(_save(fig, run_dir / "sigma2_vs_temp.png", dpi=120))
 
     fig, axes = plt.subplots(2, 2, figsize=(10, 7.5))
     for ni, n in enumerate(a["n"]):
@@ -69,10 +74,7 @@ def spectral_gap_figures(run_dir: Path, *, tol: float, cap: int) -> list[Path]:
     for ax in axes.flat:
         ax.set(xscale="log", xlabel="temperature T")
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(run_dir / "spectral_gap_overview.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, run_dir / "spectral_gap_overview.png"))
     return written
 
 
@@ -95,10 +97,7 @@ def orthogonal_collapse_figures(run_dir: Path, *, n: int, eps: float) -> list[Pa
         ax.plot(x, null, "k--", lw=1, label="null law")
         ax.set(title=f"T={t[ti]:.3g}, mean $\\gamma$={gamma[ti].mean():.3g}", xlabel="cos(u, v)")
     np.atleast_1d(axes)[0].legend(fontsize=8)
-    fig.tight_layout()
-    written = [run_dir / "collapse_hist.png"]
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written = [_save(fig, run_dir / "collapse_hist.png")]
 
     fig, ax = plt.subplots(figsize=(5.5, 4))
     g = gamma.mean(-1)
@@ -110,8 +109,5 @@ def orthogonal_collapse_figures(run_dir: Path, *, n: int, eps: float) -> list[Pa
     ax.set(xscale="log", xlabel="spectral SNR gamma", ylabel="|cos(u, v)|", ylim=(0, 1.05),
            title="Orthogonal collapse against the bound")
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    written.append(run_dir / "theorem1_vs_gamma.png")
-    fig.savefig(written[-1], dpi=110)
-    plt.close(fig)
+    written.append(_save(fig, run_dir / "theorem1_vs_gamma.png"))
     return written

@@ -39,19 +39,19 @@ def expected_projected_noise_norm(n: int, nu) -> jax.Array:
     return nu / jnp.sqrt(n) * mean_chi
 
 
-def snr(matrix: jax.Array, x: jax.Array, nu, *, exact: bool = True) -> jax.Array:
-    """Spectral SNR gamma (eq. 4): ||M P x|| / E||P xi||.
+def snr(matrix: jax.Array, x: jax.Array, nu) -> jax.Array:
+    """Spectral SNR gamma (eq. 4), exactly: ||M P x|| / E||P xi||."""
+    signal = jnp.linalg.norm(matrix @ center(x), axis=-1)
+    return signal / expected_projected_noise_norm(x.shape[-1], nu)
 
-    ``exact=False`` gives the paper's approximation sigma_2(M) ||P x|| / nu instead, which
-    is an upper bound for the numerator (Lemma 2) and uses E||P xi|| ~ nu.
+
+def snr_paper(sigma2: jax.Array, x: jax.Array, nu) -> jax.Array:
+    """The paper's approximation of gamma, sigma_2(M) ||P x|| / nu.
+
+    Its numerator bounds the exact one (Lemma 2) and it takes E||P xi|| ~ nu. Takes
+    sigma_2 rather than M so that a caller who already has it does not recompute it.
     """
-    detail = center(x)
-    if exact:
-        signal = jnp.linalg.norm(matrix @ detail, axis=-1)
-        return signal / expected_projected_noise_norm(x.shape[-1], nu)
-    from jaxdsm.spectra import sigma2
-
-    return sigma2(matrix) * jnp.linalg.norm(detail, axis=-1) / nu
+    return sigma2 * jnp.linalg.norm(center(x), axis=-1) / nu
 
 
 def propagate(key: jax.Array, matrix: jax.Array, x: jax.Array, nu) -> jax.Array:

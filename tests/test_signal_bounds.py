@@ -10,7 +10,7 @@ import reference as ref
 import scipy.special
 import scipy.stats
 
-from jaxdsm import bounds, signal
+from jaxdsm import bounds, signal, spectra
 from jaxdsm.sinkhorn import sinkhorn
 
 
@@ -106,7 +106,8 @@ def test_lemma2_and_snr_on_sinkhorn_dsms(rng):
     for t in (0.05, 0.5):
         ms = jax.vmap(lambda c, t: sinkhorn(c, t).matrix, (0, None))(jnp.asarray(costs), t)
         exact = np.asarray(jax.vmap(lambda m, x: signal.snr(m, x, 0.1))(ms, jnp.asarray(xs)))
-        approx = np.asarray(jax.vmap(lambda m, x: signal.snr(m, x, 0.1, exact=False))(ms, jnp.asarray(xs)))
+        s2 = jax.vmap(spectra.sigma2)(ms)
+        approx = np.asarray(jax.vmap(lambda s, x: signal.snr_paper(s, x, 0.1))(s2, jnp.asarray(xs)))
         m64 = np.asarray(ms, np.float64)
         detail = xs - xs.mean(axis=1, keepdims=True)
         numerator = np.linalg.norm(np.einsum("bij,bj->bi", m64, detail), axis=1)
