@@ -73,3 +73,31 @@ def check_positive_float(x, name: str) -> float:
     if not math.isfinite(value) or value <= 0:
         raise ValueError(f"{name} must be finite and > 0, got {x!r}")
     return value
+
+
+def check_in_range(
+    x, name: str, low: float = 0.0, high: float = math.inf, *, include_low: bool = False,
+    include_high: bool = True,
+) -> None:
+    """Every entry of x is finite and in the interval (low, high] (ends set by the flags).
+
+    Skipped for tracers, so factories can be built inside jit/vmap (e.g. vmapped over a
+    hyper-parameter); concrete values are checked at the Python boundary.
+    """
+    if not _is_concrete(x):
+        return
+    try:
+        values = np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a number, got {x!r}") from None
+    above = values >= low if include_low else values > low
+    below = values <= high if include_high else values < high
+    ok = np.isfinite(values) & above & below
+    if values.size == 0 or not np.all(ok):
+        bad = values[~ok].ravel()[0] if values.size else x
+        if math.isinf(high):
+            interval = f"{'>=' if include_low else '>'} {low:g}"
+        else:
+            left, right = "[" if include_low else "(", "]" if include_high else ")"
+            interval = f"in {left}{low:g}, {high:g}{right}"
+        raise ValueError(f"{name} must be finite and {interval}, got {bad}")
