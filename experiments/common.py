@@ -6,14 +6,16 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import jax
+import numpy as np
 
-from jaxdsm import results
+from jaxdsm import distributed, results
 
 HOLDS, FAILS, PARTLY, UNRESOLVED = "holds", "fails", "partly holds", "not resolvable"
 
@@ -75,7 +77,9 @@ def execute(
     With ``resume``, continues the run in that folder from its finished chunks (its
     config.json wins; a finished run is refused).
     """
+    writer = distributed.is_writer()
     if resume is not None:
+        # Every process reads the folder: on several hosts keep it on shared storage.
         run_dir = Path(resume)
         if not (run_dir / "config.json").exists():
             raise ValueError(f"--resume: {run_dir} has no config.json; not a jaxdsm run folder")
@@ -87,7 +91,12 @@ def execute(
         config = config_from_dict(experiment.config_cls, saved["config"])
     else:
         config = config if config is not None else experiment.config_cls()
-        run_dir = results.prepare_run_dir(out, experiment.name, run_id)
+        run_id = run_id or _shared_run_id()
+        run_dir = results.prepare_run_dir(out, experiment.name, run_id) if writer else None
+    if not writer:
+        # Other processes compute alongside process 0 but keep their files private.
+        run_dir = Path(tempfile.mkdtemp(prefix="jaxdsm-process-"))
+    if resume is None:
         results.write_json(
             run_dir / "config.json",
             {"experiment": experiment.name, "config": dataclasses.asdict(config)},
@@ -116,8 +125,17 @@ def execute(
         results.write_json(run_dir / "manifest.json", manifest)  # written last: marks completion
     finally:
         jax.config.update("jax_enable_x64", x64_before)
+        if not writer:
+            shutil.rmtree(run_dir, ignore_errors=True)
     shutil.rmtree(run_dir / "chunks", ignore_errors=True)
     return run_dir
+
+
+def _shared_run_id() -> str:
+    """A timestamp run id, process 0's on every process."""
+    now = np.array([int(x) for x in results.new_run_id().split("-")], np.int32)
+    date, clock = distributed.from_writer(now)
+    return f"{int(date)}-{int(clock):06d}"
 
 
 def _seeds(config) -> list[int]:
@@ -159,5 +177,11 @@ def claims_table(claims: Sequence[Claim]) -> str:
     rows = ["| source | claim | measured | verdict |", "|---|---|---|---|"]
     for c in claims:
         verdict = f"**{c.verdict}**" + (f" ({c.note})" if c.note else "")
-        rows.append(f"| {c.source} | {c.claim} | {c.measured} | {verdict} |")
+        cells = (c.source, c.claim, c.measured, verdict)
+        rows.append("| " + " | ".join(table_cell(x) for x in cells) + " |")
     return "\n".join(rows)
+
+
+def table_cell(text: str) -> str:
+    """A markdown table cell: a literal | (as in ||x|| or |lambda_2|) would split the cell."""
+    return text.replace("|", "\\|")

@@ -41,6 +41,9 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=Path("results"),
                         help="results folder (default: results/)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--distributed", action="store_true",
+                        help="several processes: start jax.distributed (also JAXDSM_DISTRIBUTED=1; "
+                        "see tpu/README.md); process 0 writes the results")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -74,6 +77,12 @@ def _config(experiment, args: argparse.Namespace):
     return experiment.config_cls(**values), explicit
 
 
+def _writer() -> bool:
+    from jaxdsm import distributed
+
+    return distributed.is_writer()
+
+
 def _run(args) -> int:
     from experiments import execute
 
@@ -84,6 +93,8 @@ def _run(args) -> int:
         raise ValueError(f"--resume: the run folder's config.json is used; drop {given}")
     run_dir = execute(experiment, config, out=args.out, run_id=args.run_id, resume=args.resume,
                       progress=not args.no_progress)
+    if not _writer():
+        return 0
     print(f"wrote {run_dir}")
     print((run_dir / "report.md").read_text())
     return 0
@@ -92,21 +103,31 @@ def _run(args) -> int:
 def _reproduce(args) -> int:
     from experiments import execute
     from experiments.common import claims_table, read_claims
+    from experiments.paper import index_table, unknown_sources
     from jaxdsm import results
 
     out = Path(args.out)
-    sections = ["# jaxdsm reproduce", "",
-                f"Settings: {'--quick' if args.quick else 'paper defaults'}.", ""]
+    sections, measured = [], {}
     for name, experiment in _experiments().items():
         print(f"== {name}: {experiment.summary}", file=sys.stderr)
         config = experiment.config_cls(**(experiment.quick if args.quick else {}))
         run_dir = execute(experiment, config, out=out, progress=not args.no_progress)
-        claims = claims_table(read_claims(run_dir))
+        if not _writer():
+            continue
+        measured[name] = read_claims(run_dir)
         rel = run_dir.relative_to(out) if run_dir.is_relative_to(out) else run_dir
-        sections += [f"## [{name}]({rel}/report.md)", "", experiment.summary, "", claims, ""]
+        sections += [f"## [{name}]({rel}/report.md)", "", experiment.summary, "",
+                     claims_table(measured[name]), ""]
         print(f"wrote {run_dir}", file=sys.stderr)
+    head = ["# jaxdsm reproduce", "",
+            f"Settings: {'--quick' if args.quick else 'paper defaults'}.", "",
+            "## Every claim of the paper", "", index_table(measured), ""]
+    if unknown_sources(measured):
+        head += [f"Claims citing no known paper statement: {unknown_sources(measured)}", ""]
+    if not _writer():
+        return 0
     index = out / "index.md"
-    results.write_text(index, "\n".join(sections))
+    results.write_text(index, "\n".join(head + sections))
     print(index.read_text())
     print(f"wrote {index}")
     return 0
@@ -116,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from jaxdsm import distributed
+
+        if distributed.requested(args.distributed):
+            distributed.initialize()
         return _run(args) if args.command == "run" else _reproduce(args)
     except ValueError as err:
         parser.exit(2, f"jaxdsm: error: {err}\n")

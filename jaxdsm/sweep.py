@@ -17,8 +17,13 @@ the paper's "seeds 0..9 x 100 trials" (Appendix D), and never a split of the bat
 results do not depend on the chunk size. The key does not depend on the temperature:
 every temperature sees the same cost matrices (paired comparisons across T).
 
+Devices: each chunk is split evenly over a 1-D mesh of devices (``jaxdsm.distributed``);
+a chunk holds whole microbatches for every device, so results are the same bits on one
+device or many, in one process or several.
+
 Each finished chunk is saved atomically under ``chunk_dir``; a rerun with the same
-configuration loads finished chunks instead of recomputing them (resume).
+configuration loads finished chunks instead of recomputing them (resume). With several
+processes, process 0 decides which chunks are finished and hands their arrays to the others.
 """
 
 from __future__ import annotations
@@ -32,9 +37,10 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh, PartitionSpec
 from tqdm.auto import tqdm
 
-from jaxdsm import _checks, results
+from jaxdsm import _checks, distributed, results
 
 Measure = Callable[[jax.Array, jax.Array, int], Mapping[str, jax.Array]]
 
@@ -69,10 +75,11 @@ def default_microbatch(backend: str | None = None) -> int:
     return 16 if backend == "cpu" else 1024
 
 
-def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, microbatch: int):
+def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, microbatch: int,
+                  mesh: Mesh | None = None):
     """jit of ``measure`` over a chunk of trial indices at one temperature (n is static).
 
-    The chunk length must be a multiple of ``microbatch``.
+    The chunk length must be a multiple of ``microbatch`` (times the mesh size with a mesh).
     """
 
     def one_trial(trial, temperature):
@@ -84,6 +91,13 @@ def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, 
         out = jax.lax.map(lambda b: jax.vmap(one_trial, in_axes=(0, None))(b, temperature), batches)
         return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:]), out)
 
+    if mesh is not None:
+        # Each device runs ``chunk`` on its own shard of trials, so its loops stop on its own.
+        # No collectives inside, so the varying-axis check (which trips on loop carries
+        # initialised from constants) has nothing to protect.
+        trials_spec = PartitionSpec(distributed.TRIAL_AXIS)
+        chunk = jax.shard_map(chunk, mesh=mesh, in_specs=(trials_spec, PartitionSpec()),
+                              out_specs=trials_spec, check_vma=False)
     return jax.jit(chunk)
 
 
@@ -100,64 +114,94 @@ def run_grid(
     chunk_dir: Path | None = None,
     progress: bool = True,
     description: str = "sweep",
+    mesh: Mesh | None = None,
 ) -> SweepResult:
     """Runs ``measure`` over the grid; returns arrays of shape (sizes, temperatures, trials, ...).
 
     ``chunk_size`` is rounded up to a multiple of ``microbatch`` (default:
-    ``default_microbatch()``); results do not depend on ``chunk_size``.
+    ``default_microbatch()``) times the number of devices in ``mesh`` (default: all devices),
+    at least two such; results do not depend on ``chunk_size`` or on the mesh.
     """
     sizes = [_checks.check_n(n, "n") for n in sizes]
     trials = _checks.check_positive_int(trials, "trials")
     microbatch = _checks.check_positive_int(microbatch or default_microbatch(), "microbatch")
+    mesh = mesh if mesh is not None else distributed.trial_mesh()
+    step = microbatch * mesh.size
     chunk_size = min(_checks.check_positive_int(chunk_size, "chunk_size"), trials)
-    chunk_size = -(-chunk_size // microbatch) * microbatch
+    # At least two microbatches per device: XLA inlines a one-trip loop, and the code it
+    # then generates rounds differently (last-bit changes against longer chunks).
+    chunk_size = max(-(-chunk_size // step), 2) * step
     _checks.check_positive_int(trials_per_seed, "trials_per_seed")
     _checks.check_temperature(temperatures, "temperatures")
     dtype = jnp.zeros(()).dtype  # float64 when the caller enabled x64
-    if chunk_dir is not None:
+    if chunk_dir is not None and distributed.is_writer():
         Path(chunk_dir).mkdir(parents=True, exist_ok=True)
 
     starts = list(range(0, trials, chunk_size))
-    total = len(sizes) * len(temperatures) * len(starts)
+    grid = [(ni, n, ti, t, start) for ni, n in enumerate(sizes)
+            for ti, t in enumerate(temperatures) for start in starts]
+    # The name holds the chunk's trials, so a resume with another chunk size or device count
+    # recomputes instead of pairing files with the wrong trials.
+    names = [f"n{n}_t{ti}_from{start}_size{chunk_size}.npz" for _, n, ti, _, start in grid]
+    finished = _finished_chunks(chunk_dir, names)
     per_point: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
-    result = SweepResult(arrays={}, timings={"microbatch": microbatch, "chunk_size": chunk_size})
-    bar = tqdm(total=total, desc=description, unit="chunk", disable=not progress, file=sys.stderr)
+    result = SweepResult(arrays={}, timings={"microbatch": microbatch, "chunk_size": chunk_size,
+                                             "devices": mesh.size})
+    compiled: dict[int, object] = {}  # n -> compiled chunk program
+    bar = tqdm(total=len(grid), desc=description, unit="chunk", file=sys.stderr,
+               disable=not progress or not distributed.is_writer())
     with bar:
-        for ni, n in enumerate(sizes):
-            compiled = None
-            for ti, temperature in enumerate(temperatures):
-                t_value = jnp.asarray(temperature, dtype)
-                for ci, start in enumerate(starts):
-                    path = None if chunk_dir is None else Path(chunk_dir) / f"n{n}_t{ti}_c{ci}.npz"
-                    if path is not None and path.exists():
-                        chunk = results.read_npz(path)
-                        result.chunks_resumed += 1
-                    else:
-                        # Pad the last chunk with copies of the final trial; dropped below.
-                        idx = np.minimum(np.arange(start, start + chunk_size), trials - 1)
-                        idx = jnp.asarray(idx, jnp.int32)
-                        if compiled is None:
-                            fn = make_chunk_fn(measure, n, seed=seed, trials_per_seed=trials_per_seed,
-                                               microbatch=microbatch)
-                            t0 = time.perf_counter()
-                            compiled = fn.lower(idx, t_value).compile()
-                            result.compile_seconds += time.perf_counter() - t0
-                        t0 = time.perf_counter()
-                        out = jax.block_until_ready(compiled(idx, t_value))
-                        result.run_seconds += time.perf_counter() - t0
-                        valid = min(chunk_size, trials - start)
-                        chunk = {k: np.asarray(v)[:valid] for k, v in out.items()}
-                        if path is not None:
-                            results.write_npz(path, chunk)
-                        result.chunks_computed += 1
-                    per_point.setdefault((ni, ti), []).append(chunk)
-                    bar.update()
+        for (ni, n, ti, temperature, start), name, done in zip(grid, names, finished):
+            # Pad the last chunk with copies of the final trial; dropped below.
+            idx = np.minimum(np.arange(start, start + chunk_size), trials - 1).astype(np.int32)
+            idx = distributed.shard_trials(idx, mesh)
+            t_value = jnp.asarray(temperature, dtype)
+            valid = min(chunk_size, trials - start)
+            if n not in compiled:
+                fn = make_chunk_fn(measure, n, seed=seed, trials_per_seed=trials_per_seed,
+                                   microbatch=microbatch, mesh=mesh)
+                t0 = time.perf_counter()
+                compiled[n] = fn.lower(idx, t_value).compile()
+                result.compile_seconds += time.perf_counter() - t0
+            path = None if chunk_dir is None else Path(chunk_dir) / name
+            if done:
+                chunk = _resumed_chunk(path, compiled[n], valid)
+                result.chunks_resumed += 1
+            else:
+                t0 = time.perf_counter()
+                out = distributed.to_host(jax.block_until_ready(compiled[n](idx, t_value)))
+                result.run_seconds += time.perf_counter() - t0
+                chunk = {k: v[:valid] for k, v in out.items()}
+                if path is not None and distributed.is_writer():
+                    results.write_npz(path, chunk)
+                result.chunks_computed += 1
+            per_point.setdefault((ni, ti), []).append(chunk)
+            bar.update()
 
     names = per_point[(0, 0)][0].keys()
     for name in names:
-        grid = [
+        stacked = [
             [np.concatenate([c[name] for c in per_point[(ni, ti)]]) for ti in range(len(temperatures))]
             for ni in range(len(sizes))
         ]
-        result.arrays[name] = np.stack([np.stack(row) for row in grid])
+        result.arrays[name] = np.stack([np.stack(row) for row in stacked])
     return result
+
+
+def _finished_chunks(chunk_dir: Path | None, names: list[str]) -> list[bool]:
+    """Which chunk files process 0 has (every process follows its answer)."""
+    if chunk_dir is None:
+        return [False] * len(names)
+    have = np.array([(Path(chunk_dir) / name).exists() for name in names])
+    return [bool(x) for x in distributed.from_writer(have)]
+
+
+def _resumed_chunk(path: Path, compiled, valid: int) -> dict[str, np.ndarray]:
+    """A finished chunk: read by process 0, handed to the others (placeholders of the
+    right shapes go into the broadcast there)."""
+    if distributed.is_writer():
+        chunk = results.read_npz(path)
+    else:
+        shapes = compiled.out_info
+        chunk = {k: np.zeros((valid,) + s.shape[1:], s.dtype) for k, s in shapes.items()}
+    return distributed.from_writer(chunk)

@@ -1,0 +1,86 @@
+"""Sweeps on several devices and several processes give the same bits as on one device.
+
+Both need a fresh JAX (the CPU device count is fixed at start-up), so they run in
+subprocesses: fake CPU devices in one process, and two local processes joined by
+jax.distributed over 127.0.0.1.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from experiments import EXPERIMENTS, execute
+from experiments import orthogonal_collapse as oc
+from jaxdsm import results
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+
+
+def _env(**extra):
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return dict(env, PYTHONPATH=os.pathsep.join([str(ROOT), str(HERE)]), **extra)
+
+
+def test_sharded_sweeps_equal_one_device_when_trials_do_not_divide(tmp_path):
+    out = tmp_path / "arrays.npz"
+    proc = subprocess.run([sys.executable, str(HERE / "sharded_sweep.py"), str(out), "4"],
+                          env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    arrays = dict(np.load(out))
+    for name in ("collapse/cos", "collapse/gamma", "tolerance/sigma2", "tolerance/n_iters"):
+        one = arrays[f"{name}/1"]
+        assert one.shape == (1, 2, 37)
+        for d in (2, 3, 4):  # 37 trials: never a multiple of the device count
+            np.testing.assert_array_equal(arrays[f"{name}/{d}"], one, err_msg=f"{name} on {d}")
+    # The tolerance loop really ran to different depths per trial.
+    assert len(np.unique(arrays["tolerance/n_iters/1"])) > 1
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_with_two_devices_each_equal_one_process(tmp_path):
+    config = {"n": 8, "trials": 37, "temperatures": 2, "chunk_size": 16}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
+    port = _free_port()
+    procs = []
+    for pid in range(2):
+        env = _env(JAXDSM_DISTRIBUTED="1", JAXDSM_COORDINATOR=f"127.0.0.1:{port}",
+                   JAXDSM_NUM_PROCESSES="2", JAXDSM_PROCESS_ID=str(pid),
+                   XLA_FLAGS="--xla_force_host_platform_device_count=2")
+        cmd = [sys.executable, "-m", "jaxdsm.cli", "run", "orthogonal-collapse", *flags,
+               "--out", str(tmp_path / "multi"), "--run-id", "mp", "--no-progress"]
+        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
+                                      stderr=subprocess.STDOUT, text=True,
+                                      start_new_session=True))
+    try:
+        logs = [p.communicate(timeout=300)[0] for p in procs]
+    finally:
+        for p in procs:  # a hung collective must not outlive the test
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
+    assert "wrote" in logs[0] and "wrote" not in logs[1]  # only process 0 reports and writes
+    run_dir = tmp_path / "multi" / "orthogonal-collapse" / "mp"
+    assert list((tmp_path / "multi" / "orthogonal-collapse").iterdir()) == [run_dir]
+    manifest = results.read_json(run_dir / "manifest.json")
+    assert manifest["process_count"] == 2 and len(manifest["devices"]) == 4
+    assert manifest["timings"]["devices"] == 4
+
+    single = execute(EXPERIMENTS["orthogonal-collapse"], oc.Config(**config),
+                     out=tmp_path / "single", run_id="one", progress=False)
+    multi_arrays = results.read_npz(run_dir / "arrays.npz")
+    for k, v in results.read_npz(single / "arrays.npz").items():
+        np.testing.assert_array_equal(multi_arrays[k], v, err_msg=k)
