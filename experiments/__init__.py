@@ -1,8 +1,26 @@
-"""The paper's experiments, one module each; ``EXPERIMENTS`` is the registry the CLI uses."""
+"""The paper's experiments, one module each; ``EXPERIMENTS`` is the registry the CLI uses
+(and the order in which ``jaxdsm reproduce`` runs them)."""
 
-from experiments import orthogonal_collapse, spectral_gap
+from experiments import (
+    affine_ablation,
+    bounds,
+    depth,
+    orthogonal_collapse,
+    residual_stagnation,
+    spectral_gap,
+)
 from experiments.common import Experiment, execute
 
-EXPERIMENTS: dict[str, Experiment] = {e.name: e for e in (spectral_gap.EXPERIMENT, orthogonal_collapse.EXPERIMENT)}
+EXPERIMENTS: dict[str, Experiment] = {
+    e.name: e
+    for e in (
+        spectral_gap.EXPERIMENT,
+        orthogonal_collapse.EXPERIMENT,
+        affine_ablation.EXPERIMENT,
+        depth.EXPERIMENT,
+        residual_stagnation.EXPERIMENT,
+        bounds.EXPERIMENT,
+    )
+}
 
 __all__ = ["EXPERIMENTS", "Experiment", "execute"]

@@ -231,7 +231,7 @@ def judge(arrays: dict, rows: list[dict], config: Config) -> tuple[list[Claim], 
         if "lambda2_max" in r[0]:
             lam = np.array([row["lambda2_max"] for row in r])
             claims.append(Claim(
-                "Appendix C", f"{tag}: primitive DSM, so |lambda_2| < 1 (unique eigenvalue 1)",
+                "Assumption 1", f"{tag}: primitive DSM, so |lambda_2| < 1 (unique eigenvalue 1)",
                 f"max |lambda_2| over trials: {lam.max():.6f} (at T={_fmt_t(t[np.argmax(lam)])})",
                 HOLDS if lam.max() < 1 else FAILS,
             ))

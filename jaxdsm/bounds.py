@@ -1,14 +1,18 @@
 """Closed-form bounds of the Homogeneity Trap paper (sections 3-4, Appendices A-B).
 
-Each function is the right-hand side of a stated inequality; the empirical checks that
-compare simulations with them live with the experiments. A probability bound >= 1 says
+Each function is the right-hand side of a stated inequality; ``tail_check`` compares a
+simulated tail with one, with binomial confidence limits. A probability bound >= 1 says
 nothing; ``informative`` tells where it does.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
+import numpy as np
+import scipy.stats
 from jax.scipy.special import betainc
 
 
@@ -62,3 +66,68 @@ def effective_depth(sigma2, eps) -> jax.Array:
 def informative(probability_bound) -> jax.Array:
     """A probability bound says something only below 1."""
     return probability_bound < 1
+
+
+class TailCheck(NamedTuple):
+    """An empirical tail P(X >= x) beside a bound on it, over a grid of x (numpy arrays).
+
+    ``lower`` and ``upper`` are one-sided Clopper-Pearson limits of the true tail, holding
+    simultaneously over the grid with probability >= ``confidence`` (Bonferroni), so
+    ``holds`` and ``violated`` are statistical statements. Where neither is true the
+    samples cannot tell (too few of them for a tail that small).
+    """
+
+    x: np.ndarray
+    count: np.ndarray  # samples with X >= x
+    samples: int
+    empirical: np.ndarray  # count / samples
+    lower: np.ndarray
+    upper: np.ndarray
+    bound: np.ndarray
+    holds: np.ndarray  # upper <= bound: the tail is below the bound
+    violated: np.ndarray  # lower > bound: the tail exceeds the bound
+    informative: np.ndarray  # bound < 1: the bound says something
+    confidence: float
+
+    def informative_range(self) -> tuple[float, float] | None:
+        """(smallest, largest) grid x where the bound is below 1; None if nowhere."""
+        x = self.x[self.informative]
+        return (float(x.min()), float(x.max())) if x.size else None
+
+
+def clopper_pearson(count, samples: int, alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """One-sided Clopper-Pearson limits (lower, upper) of a binomial proportion, each at
+    level ``alpha``: P(p < lower) <= alpha and P(p > upper) <= alpha."""
+    count = np.asarray(count, np.float64)
+    with np.errstate(invalid="ignore"):
+        lower = scipy.stats.beta.ppf(alpha, count, samples - count + 1)
+        upper = scipy.stats.beta.ppf(1 - alpha, count + 1, samples - count)
+    return np.where(count > 0, lower, 0.0), np.where(count < samples, upper, 1.0)
+
+
+def tail_check(values, x, bound, *, confidence: float = 0.999) -> TailCheck:
+    """Compares the empirical tail P(X >= x) of ``values`` with ``bound`` (one per grid x).
+
+    For |X| pass absolute values. Host-side numpy/scipy (a summary of finished samples).
+    """
+    values = np.asarray(values, np.float64).ravel()
+    x = np.asarray(x, np.float64)
+    if values.size == 0 or not np.all(np.isfinite(values)):
+        raise ValueError("values must be a non-empty array of finite numbers")
+    if x.ndim != 1 or x.size == 0:
+        raise ValueError(f"x must be a non-empty 1-D grid, got shape {x.shape}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    bound = np.broadcast_to(np.asarray(bound, np.float64), x.shape)
+    samples = values.size
+    count = samples - np.searchsorted(np.sort(values), x, side="left")
+    lower, upper = clopper_pearson(count, samples, (1 - confidence) / x.size)
+    return TailCheck(x, count, samples, count / samples, lower, upper, bound, upper <= bound,
+                     lower > bound, bound < 1, confidence)
+
+
+def sin_theta(basis_a: jax.Array, basis_b: jax.Array) -> jax.Array:
+    """||sin Theta||_2 between the spans of two orthonormal bases (n x r each): the sine
+    of the largest principal angle, ||(I - Q_b Q_b^T) Q_a||_2."""
+    residual = basis_a - basis_b @ (basis_b.T @ basis_a)
+    return jnp.linalg.norm(residual, ord=2)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
+from jaxdsm import _checks
+
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
@@ -86,3 +88,75 @@ def lambda2_modulus(matrix: jax.Array) -> jax.Array:
 def sigma2(matrix: jax.Array) -> jax.Array:
     """sigma_2 by the fast path (``top_two_singular_values``)."""
     return top_two_singular_values(matrix)[..., 1]
+
+
+def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> jax.Array:
+    """Largest singular value by Gram squaring and a Rayleigh-Ritz step on ``probe``'s block
+    (as ``top_two_singular_values``); a Ritz value, so never above the true value."""
+    gram = jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST)
+    tiny = jnp.finfo(matrix.dtype).tiny
+    for _ in range(squarings):
+        gram = jnp.matmul(gram, gram, precision=_HIGHEST)
+        gram = gram / jnp.maximum(jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None], tiny)
+    basis, _ = jnp.linalg.qr(jnp.matmul(gram, probe, precision=_HIGHEST))
+    ritz = jnp.linalg.svd(jnp.matmul(matrix, basis, precision=_HIGHEST), compute_uv=False)
+    return ritz[..., 0]
+
+
+def transient_growth(
+    matrix: jax.Array, depth: int, *, block: int = 8, squarings: int = 5
+) -> jax.Array:
+    """log ||(M - J/n)^k||_2 for k = 1..depth (last axis), the worst-case detail gain of k layers.
+
+    Works on B = P M P (``double_center``), which is M - J/n for an exact DSM, so that
+    B^k = M^k - J/n. Remark 2 of the paper: ||B^k|| <= ||B||^k = sigma_2^k; transient growth
+    shows as ||B^k|| far above |lambda_2|^k (B non-normal). ||B^k|| itself cannot grow with
+    k when sigma_2 < 1, since ||B^{k+1}|| <= sigma_2 ||B^k||.
+
+    Numerics: sigma_2^k underflows float32 within a few layers at high T, so the power is
+    carried Frobenius-normalized with its log scale. Each ||B^k|| comes from Gram squaring
+    plus Rayleigh-Ritz on a ``block``-column subspace (``_top_singular_value``): 8 squarings
+    for k = 1, where the top singular values of B are clustered, ``squarings`` for k >= 2,
+    where powers spread them apart. Cost: about squarings + 3 matmuls per power, ~5x less
+    than an SVD per power at n = 64 on CPU. The estimates are Ritz values (lower bounds);
+    the tests compare them with a float64 SVD of each power for n = 16 and 64 across T:
+    relative error ~1e-6 per power plus ~3e-6 per power of float32 rounding in the product.
+    For much larger n raise ``block`` or ``squarings``.
+    """
+    _checks.check_positive_int(depth, "depth")
+    b = double_center(matrix)
+    n = b.shape[-1]
+    tiny = jnp.finfo(b.dtype).tiny
+    scale = jnp.maximum(jnp.linalg.norm(b, axis=(-2, -1)), tiny)
+    log_scale = jnp.log(scale)
+    unit = b / scale[..., None, None]
+    probe = jax.random.normal(jax.random.PRNGKey(0), (n, min(block, n)), b.dtype)
+    first = log_scale + jnp.log(_top_singular_value(unit, probe, 8))
+
+    def next_power(carry, _):
+        power, log_norm = carry  # power = B^k / exp(log_norm), Frobenius norm 1
+        power = jnp.matmul(power, unit, precision=_HIGHEST)
+        size = jnp.maximum(jnp.linalg.norm(power, axis=(-2, -1)), tiny)
+        power = power / size[..., None, None]
+        log_norm = log_norm + jnp.log(size) + log_scale
+        top = _top_singular_value(power, probe, squarings)
+        return (power, log_norm), log_norm + jnp.log(top)
+
+    _, rest = jax.lax.scan(next_power, (unit, log_scale), None, length=depth - 1)
+    return jnp.concatenate([first[..., None], jnp.moveaxis(rest, 0, -1)], axis=-1)
+
+
+def henrici_departure(matrix: jax.Array) -> jax.Array:
+    """Henrici's relative departure from normality of B = P M P (M - J/n for an exact DSM):
+    sqrt(||B||_F^2 - sum_i |lambda_i(B)|^2) / ||B||_F, in [0, 1]; 0 exactly when B is normal.
+
+    The mean direction is a normal part of a DSM (1 is a left and right eigenvector), so
+    the unnormalized departure of B equals that of M; B is used because at high T
+    ||M||_F^2 = 1 + ||B||_F^2 would drown it. float32 resolves it to ~sqrt(n eps) ~ 3e-3
+    (a difference of squares), enough to tell normal from non-normal matrices.
+    """
+    b = double_center(matrix)
+    frob2 = jnp.sum(jnp.square(b), axis=(-2, -1))
+    eig2 = jnp.sum(jnp.square(jnp.abs(jnp.linalg.eigvals(b))), axis=-1)
+    tiny = jnp.finfo(b.dtype).tiny
+    return jnp.sqrt(jnp.maximum(frob2 - eig2, 0) / jnp.maximum(frob2, tiny))

@@ -45,7 +45,7 @@ def test_trials_match_a_float64_rerun(tmp_path):
     for row, cos in zip(rows, arrays["cos"]):
         np.testing.assert_allclose(float(row["cos_mean"]), cos.astype(np.float64).mean(), rtol=1e-6)
     claims = read_claims(run_dir)
-    assert [c.source for c in claims] == ["Exp 2 / Fig. 2", "Theorem 1", "Exp 2"]
+    assert [c.source for c in claims] == ["Exp 2 / Fig. 2", "Theorem 1", "Eq. 4", "Exp 2 / Fig. 2"]
     assert {"collapse_hist.png", "theorem1_vs_gamma.png"} <= {p.name for p in run_dir.iterdir()}
 
 

@@ -1,0 +1,197 @@
+"""Non-normality measures (spectra.transient_growth, henrici_departure), the detail decay
+(signal.detail_decay) and the depth experiment, against numpy float64 references and
+closed forms.
+
+Tolerances: log ||B^k|| from float32 powers carries ~1e-6 of rounding per power (each
+product is renormalized; non-normality amplifies earlier errors a little), measured up to
+3.1e-6 per power at n = 64, T = 10. We allow 1e-5 + 5e-6 k.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import reference as ref
+
+from experiments import depth
+from experiments.common import execute, read_claims
+from jaxdsm import results, signal, sinkhorn, spectra, sweep
+
+K = 200
+
+
+def log_norm_tol(k):
+    return 1e-5 + 5e-6 * np.asarray(k)
+
+
+def detail_operator(m):
+    """P M P in float64 (M - J/n for an exact DSM)."""
+    n = m.shape[-1]
+    p = np.eye(n) - 1.0 / n
+    return p @ np.asarray(m, np.float64) @ p
+
+
+def reference_log_power_norms(m, depth_):
+    b = detail_operator(m)
+    return np.log([ref.singular_values(np.linalg.matrix_power(b, k))[0]
+                   for k in range(1, depth_ + 1)])
+
+
+def reference_henrici(m):
+    b = detail_operator(m)
+    frob2 = np.sum(b**2)
+    return np.sqrt(max(frob2 - np.sum(np.abs(np.linalg.eigvals(b)) ** 2), 0) / frob2)
+
+
+def reference_decay(m, x, depth_):
+    """log ||(P M P)^l P x|| / ||P x||, l = 1..depth, renormalizing as we go."""
+    b = detail_operator(m)
+    y = np.asarray(x, np.float64) - np.mean(x)
+    y0, total, out = np.linalg.norm(y), 0.0, []
+    y = y / y0
+    for _ in range(depth_):
+        y = b @ y
+        size = np.linalg.norm(y)
+        total += np.log(size)
+        y /= size
+        out.append(total)
+    return np.array(out)
+
+
+def dsm_batch(rng, n, temperature, count):
+    """float32 DSMs from the float64 Algorithm 1 (log domain below T = 0.02)."""
+    costs = rng.random((count, n, n))
+    solve = ref.algorithm1_log if temperature < 0.02 else ref.algorithm1
+    return np.stack([solve(c, temperature, K) for c in costs]).astype(np.float32)
+
+
+@jax.jit
+@jax.vmap
+def measure(m, x):
+    """Everything at once: one compilation per shape."""
+    return (spectra.transient_growth(m, 32), spectra.henrici_departure(m),
+            signal.detail_decay(m, x, 32))
+
+
+def check_against_float64(m, x, growth, henrici, decay):
+    k = np.arange(1, 33)
+    expected = reference_log_power_norms(m, 32)
+    assert np.all(np.abs(growth - expected) <= log_norm_tol(k)), np.abs(growth - expected).max()
+    assert np.all(np.diff(growth) < 0)  # ||B^(k+1)|| <= sigma_2 ||B^k|| < ||B^k||
+    np.testing.assert_allclose(henrici, reference_henrici(m), atol=2e-4)
+    expected_decay = reference_decay(m, x, 32)
+    np.testing.assert_allclose(decay, expected_decay, rtol=1e-6, atol=2e-5)
+    # Lemma 2 iterated: ||M^l x|| <= sigma_2^l ||x|| on 1^perp.
+    assert np.all(expected_decay <= k * np.log(ref.singular_values(m)[1]) + 1e-9)
+
+
+def known_non_normal_dsm(n, a, b):
+    """M = J/n + u (a u + b v)^T with orthonormal u, v in 1^perp: B = M - J/n is rank one
+    with eigenvalue a and B^k = a^(k-1) B, so ||B^k|| = |a|^(k-1) sqrt(a^2 + b^2): the
+    ratio ||B^k|| / |lambda_2|^k = sqrt(a^2 + b^2) / |a| at every k, and the Henrici
+    departure is |b| / sqrt(a^2 + b^2)."""
+    u = np.tile([1.0, 1.0, -1.0, -1.0], n // 4) / np.sqrt(n)
+    v = np.tile([1.0, -1.0, 1.0, -1.0], n // 4) / np.sqrt(n)
+    return np.full((n, n), 1.0 / n) + np.outer(u, a * u + b * v)
+
+
+def run_batch(mats, rng):
+    xs = rng.normal(size=mats.shape[:2]).astype(np.float32)
+    out = measure(jnp.asarray(mats, jnp.float32), jnp.asarray(xs))
+    return xs, *(np.asarray(o, np.float64) for o in out)
+
+
+def test_non_normality_and_decay_match_float64_at_n64(rng):
+    mats = np.concatenate([dsm_batch(rng, 64, t, 3) for t in (0.01, 0.05, 0.5, 10.0)])
+    for row in zip(mats, *run_batch(mats, rng)):
+        check_against_float64(*row)
+
+
+def test_non_normality_at_n16_random_normal_and_known_non_normal(rng):
+    n, a, b = 16, 0.3, 0.6
+    random = np.concatenate([dsm_batch(rng, n, t, 3) for t in (0.02, 0.2, 5.0)])
+    sym = ref.algorithm1(rng.random((n, n)), 0.1, K)
+    sym = (sym + sym.T) / 2  # still doubly stochastic, now symmetric: B is normal
+    known = known_non_normal_dsm(n, a, b)
+    assert np.all(known > 0)
+    np.testing.assert_allclose(known.sum(0), 1, atol=1e-12)
+    np.testing.assert_allclose(known.sum(1), 1, atol=1e-12)
+    mats = np.concatenate([random, sym[None], known[None]]).astype(np.float32)
+    xs, growth, henrici, decay = run_batch(mats, rng)
+    for row in zip(mats[:-2], xs, growth, henrici, decay):
+        check_against_float64(*row)
+    k = np.arange(1, 33)
+    # Normal: ||B^k|| = rho(B)^k exactly; the departure is 0 up to the float32 floor of a
+    # difference of squares (~sqrt(n eps)).
+    rho = np.max(np.abs(np.linalg.eigvalsh(detail_operator(mats[-2]))))
+    assert np.all(np.abs(growth[-2] - k * np.log(rho)) <= log_norm_tol(k))
+    assert henrici[-2] < 3e-3
+    # Known non-normal: closed forms.
+    expected = (k - 1) * np.log(a) + 0.5 * np.log(a**2 + b**2)
+    assert np.all(np.abs(growth[-1] - expected) <= log_norm_tol(k))
+    np.testing.assert_allclose(henrici[-1], b / np.hypot(a, b), atol=1e-4)
+    np.testing.assert_allclose(growth[-1] - k * np.log(a), np.log(np.hypot(a, b) / a), atol=1e-4)
+
+
+SMALL = depth.Config(n=16, trials=24, trials_per_seed=12, temperatures=3, t_min=0.05, t_max=5.0,
+                     depth=12, chunk_size=16)
+
+
+def test_depth_run_matches_a_float64_rerun(tmp_path):
+    run_dir = execute(depth.EXPERIMENT, SMALL, out=tmp_path, run_id="r", progress=False)
+    arrays = results.read_npz(run_dir / "arrays.npz")
+    n, layers = SMALL.n, np.arange(1, SMALL.depth + 1)
+    for ti, t in enumerate(SMALL.temperature_grid()):
+        for trial in (0, 13, 23):
+            key = sweep.trial_key(trial, seed=SMALL.seed, trials_per_seed=SMALL.trials_per_seed)
+            k_cost, k_x = jax.random.split(key)
+            cost = np.asarray(sinkhorn.random_cost(k_cost, n), np.float64)
+            m = ref.algorithm1(cost, t, SMALL.iterations)
+            x = np.asarray(jax.random.normal(k_x, (n,)), np.float64)  # drawn by jax
+            sv = ref.singular_values(m)
+            np.testing.assert_allclose(arrays["sigma2"][ti, trial], sv[1], atol=2e-6)
+            lam = np.max(np.abs(np.linalg.eigvals(detail_operator(m))))
+            np.testing.assert_allclose(arrays["lambda2"][ti, trial], lam, rtol=2e-5)
+            np.testing.assert_allclose(arrays["henrici"][ti, trial], reference_henrici(m), atol=2e-4)
+            got = arrays["log_power_norm"][ti, trial].astype(np.float64)
+            # float32 Sinkhorn vs float64 Algorithm 1: the matrices differ by ~1e-7 too.
+            assert np.all(np.abs(got - reference_log_power_norms(m, SMALL.depth))
+                          <= 2 * log_norm_tol(layers))
+            np.testing.assert_allclose(arrays["log_decay"][ti, trial],
+                                       reference_decay(m, x, SMALL.depth), rtol=1e-5, atol=2e-5)
+    rows = results.read_csv(run_dir / "summary.csv")
+    assert len(rows) == 3
+    d_eff = np.log(1 / SMALL.eps) / -np.log(arrays["sigma2"].astype(np.float64))
+    crossing = depth.crossing_depth(arrays["log_decay"].astype(np.float64), SMALL.eps)
+    for row, de, cr in zip(rows, d_eff, crossing):
+        np.testing.assert_allclose(float(row["d_eff_median"]), np.median(de), rtol=1e-6)
+        assert float(row["measured_depth_median"]) == np.median(cr)
+        assert np.all(cr[np.isfinite(cr)] <= np.ceil(de[np.isfinite(cr)]))  # Theorem 2
+    claims = read_claims(run_dir)
+    assert [c.source for c in claims][:3] == ["Theorem 2", "Theorem 2", "Remark 2"]
+    assert {"depth_vs_temperature.png", "decay_curves.png", "transient_ratio.png"} <= {
+        p.name for p in run_dir.iterdir()}
+
+
+def test_crossing_depth_and_fitted_rate_on_known_curves():
+    layers = np.arange(1, 11)
+    curve = layers * np.log(0.5)  # exact geometric decay at rate 1/2
+    np.testing.assert_allclose(depth.fitted_rate(curve), 0.5)
+    assert depth.crossing_depth(curve, 0.01) == 7  # 0.5^7 = 0.0078 <= 0.01 < 0.5^6
+    assert depth.crossing_depth(curve, 1e-6) == np.inf
+
+
+@pytest.mark.parametrize("kwargs", [dict(depth=3), dict(eps=1.0), dict(eps=0.0), dict(n=1),
+                                    dict(t_min=2.0, t_max=1.0), dict(trials=0)])
+def test_invalid_config_raises(kwargs):
+    with pytest.raises(ValueError):
+        depth.Config(**kwargs)
+
+
+def test_invalid_depth_argument_raises():
+    with pytest.raises(ValueError, match="depth"):
+        spectra.transient_growth(jnp.eye(4), 0)
+    with pytest.raises(ValueError, match="depth"):
+        signal.detail_decay(jnp.eye(4), jnp.ones(4), 0)
