@@ -7,6 +7,7 @@ claim nobody tests shows up as "not tested" instead of vanishing.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -63,14 +64,16 @@ def index_table(measured: dict[str, Sequence[Claim]]) -> str:
     """
     rows = ["| where | the paper says | verdicts (experiment) |", "|---|---|---|"]
     for paper_claim in PAPER_CLAIMS:
-        verdicts = [
-            f"**{c.verdict}** ({name})"
-            for name, claims in measured.items()
-            for c in claims
-            if c.source == paper_claim.source
-        ]
+        cells = []
+        for name, claims in measured.items():
+            verdicts = [c.verdict for c in claims if c.source == paper_claim.source]
+            counts = Counter(verdicts)
+            if counts:  # in the order the experiment reports them
+                tally = ", ".join(f"**{v}**" + (f" x{counts[v]}" if counts[v] > 1 else "")
+                                  for v in dict.fromkeys(verdicts))
+                cells.append(f"{tally} ({name})")
         rows.append(f"| {paper_claim.source} | {table_cell(paper_claim.statement)} | "
-                    f"{'; '.join(verdicts) or '**not tested**'} |")
+                    f"{'; '.join(cells) or '**not tested**'} |")
     return "\n".join(rows)
 
 
