@@ -5,6 +5,7 @@ from experiments import (
     affine_ablation,
     bounds,
     depth,
+    matching,
     orthogonal_collapse,
     residual_stagnation,
     spectral_gap,
@@ -20,6 +21,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         depth.EXPERIMENT,
         residual_stagnation.EXPERIMENT,
         bounds.EXPERIMENT,
+        matching.EXPERIMENT,
     )
 }
 

@@ -18,6 +18,8 @@ import numpy as np
 from jaxdsm import distributed, results
 
 HOLDS, FAILS, PARTLY, UNRESOLVED = "holds", "fails", "partly holds", "not resolvable"
+# A measurement reported beside the claims (not something the paper claims): never tallied.
+CONTEXT = "context"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Claim:
     source: str  # where the paper states it, e.g. "Exp 1", "Appendix C"
     claim: str
     measured: str
-    verdict: str  # HOLDS, FAILS, PARTLY or UNRESOLVED
+    verdict: str  # HOLDS, FAILS, PARTLY, UNRESOLVED or CONTEXT
     note: str = ""
 
 

@@ -95,6 +95,9 @@ def test_reproduce_runs_every_experiment_and_writes_an_index(tmp_path, monkeypat
         "bounds": {"n": 8, "samples": 2000, "grid_points": 10, "lemma2_trials": 4,
                    "lemma2_vectors": 2, "temperatures": 2, "lemma3_samples": 200,
                    "wedin_samples": 8},
+        "matching": {"seeds": 2, "steps": 40, "check_every": 10, "warmup_steps": 20, "hidden": 8,
+                     "features": 4, "depth": 1, "batch": 8, "monitor": 8, "proxy": 8,
+                     "eval_instances": 16, "ablation_iterations": (), "spike_window": 10},
     }
     assert set(tiny) == set(experiments.EXPERIMENTS)  # a new experiment needs a tiny config here
     registry = {name: dataclasses.replace(e, quick=tiny[name])

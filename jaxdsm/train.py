@@ -1,0 +1,184 @@
+"""An optax training loop for models with a Sinkhorn layer, with a temperature hook.
+
+The loop is one ``lax.scan`` (jit and vmap it from outside: over seeds, schedules, k_safe).
+eps per step comes from an open-loop schedule (step -> eps, ``jaxdsm.anneal``) or, when
+``closed_loop`` is true, from an EPH-ASC ``anneal.Controller``. Steps run in blocks of
+``check_every``; after each block the plan of a fixed monitor batch (not the training
+batch) at the block's last eps is measured and fed to the controller, which sets eps for
+the next block. The controller is updated in open-loop runs too (its eps is then unused),
+so their drift is recorded on the same footing.
+
+Loss: permutation cross-entropy -mean_i log P[i, target_i] on the log plan of
+``anneal.sinkhorn_layer`` (log domain, ``iterations`` sweeps from a cold start), on the
+logits plus ``noise_scale`` times Gumbel noise (Gumbel-Sinkhorn; 0 for plain Sinkhorn).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax import lax
+
+from jaxdsm import _checks, anneal
+
+# (params, x, y) -> logits (..., N, N)
+ApplyFn = Callable[[object, jax.Array, jax.Array], jax.Array]
+# key -> (x, y, target): a fresh training batch
+BatchFn = Callable[[jax.Array], tuple[jax.Array, jax.Array, jax.Array]]
+
+
+class History(NamedTuple):
+    """Per-step records (shape (steps,)) and per-check records (shape (checks,)).
+
+    Per step: loss, eps (the temperature used), grad_norm (global L2 norm), nonfinite (loss
+    or gradient not finite), accuracy (row-argmax of the training batch's plan, noise
+    included), marginal_error (of that plan), braking (the controller braked at its last
+    check; always false open-loop), drift (the controller's last measured drift).
+    Per check (after steps check_every, 2 check_every, ...): check_drift, check_threshold,
+    check_braked, check_eps (eps the monitor plan was measured at), monitor_accuracy
+    (row-argmax accuracy of the monitor batch at ``readout_eps``).
+    """
+
+    loss: jax.Array
+    eps: jax.Array
+    grad_norm: jax.Array
+    nonfinite: jax.Array
+    accuracy: jax.Array
+    marginal_error: jax.Array
+    braking: jax.Array
+    drift: jax.Array
+    check_drift: jax.Array
+    check_threshold: jax.Array
+    check_braked: jax.Array
+    check_eps: jax.Array
+    monitor_accuracy: jax.Array
+
+
+class TrainResult(NamedTuple):
+    params: object
+    snapshot: object  # params after ``snapshot_step`` steps (the initial ones if None)
+    history: History
+
+
+def permutation_loss(log_plan: jax.Array, target: jax.Array) -> jax.Array:
+    """-mean over instances and rows of log P[i, target_i]."""
+    picked = jnp.take_along_axis(log_plan, target[..., None], axis=-1)[..., 0]
+    return -jnp.mean(picked)
+
+
+def row_accuracy(scores: jax.Array, target: jax.Array) -> jax.Array:
+    """Fraction of rows whose argmax is the target column."""
+    return jnp.mean(jnp.argmax(scores, axis=-1) == target)
+
+
+def train(
+    apply_fn: ApplyFn,
+    params,
+    optimizer: optax.GradientTransformation,
+    *,
+    key: jax.Array,
+    sample_batch: BatchFn,
+    monitor: tuple[jax.Array, jax.Array, jax.Array],
+    steps: int,
+    iterations: int,
+    schedule: anneal.Schedule,
+    controller: anneal.Controller | None = None,
+    closed_loop=None,
+    check_every: int = 1,
+    noise_scale=0.0,
+    readout_eps=None,
+    snapshot_step: int | None = None,
+) -> TrainResult:
+    """Trains ``params`` for ``steps`` optimizer steps; pure (jit/vmap it from outside).
+
+    Args:
+      apply_fn: (params, x, y) -> logits (higher = more likely matched).
+      params: initial parameters.
+      optimizer: an optax transformation.
+      key: step t draws its batch from fold_in(key, t) and its Gumbel noise from a key split
+        off that.
+      sample_batch: key -> (x, y, target) with target (B, N) the column of each row.
+      monitor: a fixed (x, y, target) batch for the drift and the monitor accuracy.
+      steps: optimizer steps, a multiple of ``check_every``.
+      iterations: Sinkhorn sweeps K per layer call.
+      schedule: step -> eps, used when the run is open-loop.
+      controller: an ``anneal.eph_asc`` controller; its ``check_every`` should be 1, as it is
+        updated once per block here. Without one, nothing brakes and drift is still recorded
+        (against the previous check's plan).
+      closed_loop: bool (traced allowed): eps from the controller instead of the schedule.
+        Default: whether a controller is given.
+      check_every: steps per block (static).
+      noise_scale: Gumbel noise scale on the logits (traced; 0 = plain Sinkhorn).
+      readout_eps: eps of the monitor accuracy (default: the block's eps).
+      snapshot_step: also return the params after this many steps (a multiple of
+        ``check_every``).
+    """
+    steps = _checks.check_positive_int(steps, "steps")
+    iterations = _checks.check_positive_int(iterations, "iterations")
+    check_every = _checks.check_positive_int(check_every, "check_every")
+    if steps % check_every:
+        raise ValueError(f"steps ({steps}) must be a multiple of check_every ({check_every})")
+    if snapshot_step is not None and (snapshot_step % check_every or snapshot_step > steps):
+        raise ValueError(f"snapshot_step ({snapshot_step}) must be a multiple of check_every "
+                         f"({check_every}) and <= steps ({steps})")
+    if closed_loop is None:
+        closed_loop = controller is not None
+    if controller is None:
+        # A controller that never brakes (infinite k_safe) only measures the drift.
+        controller = anneal.eph_asc(1.0, eps_min=1.0, decay=1.0, k_safe=jnp.inf)
+    mx, my, mtarget = monitor
+
+    def monitor_plan(params, eps):
+        return anneal.sinkhorn_layer(apply_fn(params, mx, my), eps, iterations=iterations).plan
+
+    def loss_fn(params, x, y, target, eps, noise_key):
+        logits = apply_fn(params, x, y)
+        noise = jax.random.gumbel(noise_key, logits.shape, logits.dtype)
+        out = anneal.sinkhorn_layer(logits + noise_scale * noise, eps, iterations=iterations)
+        loss = permutation_loss(out.log_plan, target)
+        return loss, (row_accuracy(out.log_plan, target), jnp.max(out.marginal_error))
+
+    grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+    def train_step(carry, t):
+        params, opt_state, ctrl, block_eps = carry
+        eps = jnp.where(closed_loop, block_eps, schedule(t))
+        batch_key, noise_key = jax.random.split(jax.random.fold_in(key, t))
+        x, y, target = sample_batch(batch_key)
+        (loss, (accuracy, error)), grads = grad_fn(params, x, y, target, eps, noise_key)
+        grad_norm = optax.tree.norm(grads)
+        updates, opt_state = optimizer.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        record = (loss, eps, grad_norm, ~(jnp.isfinite(loss) & jnp.isfinite(grad_norm)),
+                  accuracy, error, ctrl.braking & closed_loop, ctrl.drift)
+        return (params, opt_state, ctrl, block_eps), record
+
+    def block(carry, b):
+        params, opt_state, ctrl, snapshot = carry
+        first = b * check_every
+        inner = (params, opt_state, ctrl, ctrl.eps)
+        (params, opt_state, _, _), records = lax.scan(
+            train_step, inner, first + jnp.arange(check_every))
+        eps = records[1][-1]  # the eps of the block's last step
+        ctrl, info = controller.update(ctrl, monitor_plan(params, eps))
+        if snapshot_step is not None:
+            snapshot = jax.tree.map(
+                lambda s, p: jnp.where(first + check_every == snapshot_step, p, s),
+                snapshot, params)
+        readout = eps if readout_eps is None else readout_eps
+        monitor_acc = row_accuracy(monitor_plan(params, readout), mtarget)
+        # An open-loop run's controller only measures: its brakes would be meaningless.
+        checks = (info.drift, info.threshold, info.braked & closed_loop, eps, monitor_acc)
+        return (params, opt_state, ctrl, snapshot), (records, checks)
+
+    eps_start = jnp.where(closed_loop, controller.init(jnp.zeros(())).eps, schedule(0))
+    ctrl = controller.init(monitor_plan(params, eps_start))
+    carry = (params, optimizer.init(params), ctrl, params)
+    (params, _, _, snapshot), (records, checks) = lax.scan(
+        block, carry, jnp.arange(steps // check_every))
+    flat = [r.reshape((steps,) + r.shape[2:]) for r in records]
+    return TrainResult(params, snapshot, History(*flat, *checks))
