@@ -63,10 +63,23 @@ class SweepResult:
     timings: dict[str, float] = field(default_factory=dict)
 
     def report(self) -> dict[str, float]:
-        """Timings and chunk counts for manifest.json."""
+        """Timings, chunk counts and peak memory for manifest.json."""
         return dict(self.timings, compile_seconds=self.compile_seconds,
                     run_seconds=self.run_seconds, chunks_computed=self.chunks_computed,
-                    chunks_resumed=self.chunks_resumed)
+                    chunks_resumed=self.chunks_resumed, **peak_memory())
+
+
+def peak_memory() -> dict[str, float]:
+    """Peak memory so far: this process's resident set, and each accelerator's peak bytes in
+    use where the backend reports it (CPU devices do not)."""
+    import resource
+
+    # ru_maxrss is in KiB on Linux (bytes on macOS; jaxdsm's CI and users run Linux).
+    peak = {"peak_host_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    device_peaks = [(d.memory_stats() or {}).get("peak_bytes_in_use") for d in jax.local_devices()]
+    if any(p is not None for p in device_peaks):
+        peak["peak_device_mib"] = max(p or 0 for p in device_peaks) / 2**20
+    return peak
 
 
 def default_microbatch(backend: str | None = None) -> int:

@@ -495,11 +495,22 @@ def test_random_cost_dtype_under_x64(x64):
     assert random_cost(jax.random.PRNGKey(0), 4, dtype=jnp.float32).dtype == jnp.float32
 
 
+def _sub_jaxprs(value):
+    """Jaxprs nested in an equation's params (cond branches, loop bodies, ...)."""
+    if isinstance(value, (list, tuple)):
+        for v in value:
+            yield from _sub_jaxprs(v)
+    elif hasattr(value, "eqns"):
+        yield value
+    elif hasattr(value, "jaxpr") and hasattr(value.jaxpr, "eqns"):  # a ClosedJaxpr
+        yield value.jaxpr
+
+
 def _primitive_names(jaxpr) -> set[str]:
     names = set()
     for eqn in jaxpr.eqns:
         names.add(eqn.primitive.name)
-        for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        for sub in _sub_jaxprs(list(eqn.params.values())):
             names |= _primitive_names(sub)
     return names
 

@@ -142,3 +142,13 @@ def test_float64_option_runs_in_float64(tmp_path):
     converged = arrays["converged"]
     assert converged.sum() >= 8
     assert np.max(np.abs(arrays["sigma1"][converged] - 1)) < 1e-12
+
+
+def test_report_includes_peak_memory_as_the_kernel_counts_it():
+    from jaxdsm import sweep
+
+    peak = sweep.peak_memory()["peak_host_rss_mib"]
+    # The kernel's own high-water mark of this process (VmHWM, in kB).
+    status = dict(line.split(":", 1) for line in open("/proc/self/status"))
+    hwm_mib = int(status["VmHWM"].split()[0]) / 1024
+    assert abs(peak - hwm_mib) <= 0.05 * hwm_mib
