@@ -8,10 +8,16 @@ Modules, in the order data flows through them:
 - ``jaxdsm.signal``: LayerNorm as a projection, noise, SNR, residual stacks.
 - ``jaxdsm.bounds``: the paper's closed-form bounds (Levy, Appendix A, Theorem 1, ...).
 - ``jaxdsm.sweep``: temperatures x trials (x n) grids as jitted, vmapped chunks.
+- ``jaxdsm.distributed``: the trial mesh over devices and hosts (jax.distributed).
+- ``jaxdsm.anneal``: temperature schedules, the EPH-ASC controller, QSA, Gumbel-Sinkhorn.
 - ``jaxdsm.results`` and ``jaxdsm.plot``: run folders and figures.
+- ``jaxdsm.models`` and ``jaxdsm.train`` (flax, optax): the matching study's model and loop;
+  imported on their own so the numerical core does not load flax.
 """
 
+from jaxdsm import anneal as anneal
 from jaxdsm import bounds as bounds
+from jaxdsm import distributed as distributed
 from jaxdsm import results as results
 from jaxdsm import signal as signal
 from jaxdsm import sinkhorn as sinkhorn
@@ -23,5 +29,6 @@ from jaxdsm.sinkhorn import random_cost as random_cost
 __version__ = "0.1.0"
 
 __all__ = [
-    "SinkhornOutput", "bounds", "random_cost", "results", "signal", "sinkhorn", "spectra", "sweep",
+    "SinkhornOutput", "anneal", "bounds", "distributed", "random_cost", "results", "signal",
+    "sinkhorn", "spectra", "sweep",
 ]
