@@ -197,5 +197,7 @@ def _tally(source: str, measured: dict[str, Sequence[Claim]]) -> str:
 
 
 def unknown_sources(measured: dict[str, Sequence[Claim]]) -> list[str]:
-    """Sources that match no paper claim (a typo would otherwise drop a row from the index)."""
-    return sorted({c.source for claims in measured.values() for c in claims} - SOURCES)
+    """Sources of verdicts that match no paper claim (a typo would otherwise drop a row from
+    the index). CONTEXT rows are measurements, not claims, and may cite anything."""
+    cited = {c.source for claims in measured.values() for c in claims if c.verdict != CONTEXT}
+    return sorted(cited - SOURCES)
