@@ -10,7 +10,8 @@ makes every output cosine ~ 1, which only raises the loss.
 On held-out pairs, plain and affine LN are compared on the same pairs: correlation of
 cos(u, v) with c_in, its RMSE, and direction recovery |cos(scale * LN(y), LN(M a))|. The
 affine map's effect on the SNR is measured directly: the ratio of the signal and noise parts
-of scale * LN(y), over the same ratio without the scale.
+of scale * LN(y), over the same ratio without the scale. "No gain" and "at chance" are
+equivalence tests (TOST) over layer seeds with margins stated in the claim.
 
 A control DSM whose signal sits on a block of coordinates, rho * blockdiag(I_k, J/(n-k)) +
 (1 - rho) J/n, is trained the same way at a fixed gamma. There per-coordinate scales can
@@ -32,12 +33,24 @@ import optax
 import scipy.special
 import scipy.stats
 
-from experiments.common import FAILS, HOLDS, PARTLY, Claim, Experiment, RunOutput
+from experiments.common import (
+    CONTEXT,
+    FAILS,
+    HOLDS,
+    PARTLY,
+    UNRESOLVED,
+    Claim,
+    Experiment,
+    RunOutput,
+)
 from experiments.common import field_help as F
 from jaxdsm import _checks, plot, results, signal, sinkhorn, spectra, sweep
 
 NAME = "affine-ablation"
 _HIGHEST = jax.lax.Precision.HIGHEST
+# Equivalence tests (TOST) at 5% each side: a mean over layer seeds is equivalent to a
+# value when its 90% t interval lies within +- the margin, and differs when it lies outside.
+EQUIVALENCE_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
@@ -57,8 +70,12 @@ class Config:
     learning_rate: float = F("adam learning rate", default=0.02)
     eval_pairs: int = F("held-out pairs per layer", default=1000)
     low_snr: float = F("gamma below which the SNR counts as collapsed", default=0.1)
-    near_chance: float = F("margin over chance that still counts as chance (correlation, "
-                           "direction recovery)", default=0.1)
+    corr_margin: float = F("equivalence margin of the correlation with c_in: affine - plain "
+                           "and each correlation's distance from chance (0) must be shown "
+                           "below it", default=0.05)
+    direction_margin: float = F("equivalence margin of direction recovery, as a fraction of "
+                                "its chance level (affine - plain and distance from chance)",
+                                default=0.1)
     gain_tolerance: float = F("|SNR gain - 1| up to which signal and noise count as equally "
                               "amplified", default=0.05)
     control_block: int = F("control DSM: coordinates k that carry the signal", default=16)
@@ -73,7 +90,7 @@ class Config:
             _checks.check_positive_int(getattr(self, name), name)
         _checks.check_non_negative_int(self.seed, "seed")
         for name in ("nu", "input_norm", "t_min", "t_max", "learning_rate", "low_snr",
-                     "near_chance", "gain_tolerance", "control_gamma"):
+                     "corr_margin", "direction_margin", "gain_tolerance", "control_gamma"):
             _checks.check_positive_float(getattr(self, name), name)
         if self.t_max < self.t_min:
             raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
@@ -318,11 +335,23 @@ def layer_metrics(arrays: dict, prefix: str = "") -> dict[str, np.ndarray]:
     return metrics
 
 
-def _gain_stats(gain: np.ndarray) -> tuple[float, float, float]:
-    """Mean, standard error and one-sided t-test p-value (gain > 0) over layer seeds."""
-    se = gain.std(ddof=1) / np.sqrt(len(gain))
-    p = scipy.stats.ttest_1samp(gain, 0.0, alternative="greater").pvalue if se > 0 else 1.0
-    return float(gain.mean()), float(se), float(p)
+def mean_interval(values: np.ndarray) -> tuple[float, float, float, float]:
+    """Mean, standard error and the two-sided 1 - 2 EQUIVALENCE_ALPHA t interval (lo, hi)
+    over layer seeds: the interval of a TOST at EQUIVALENCE_ALPHA."""
+    values = np.asarray(values, np.float64)
+    mean, se = values.mean(), values.std(ddof=1) / np.sqrt(values.size)
+    half = scipy.stats.t.ppf(1 - EQUIVALENCE_ALPHA, values.size - 1) * se
+    return float(mean), float(se), float(mean - half), float(mean + half)
+
+
+def equivalence(lo: float, hi: float, centre: float, margin: float) -> str:
+    """TOST on an interval: "equivalent" (inside centre +- margin), "different" (wholly
+    outside it) or "undecided"."""
+    if centre - margin < lo and hi < centre + margin:
+        return "equivalent"
+    if lo > centre + margin or hi < centre - margin:
+        return "different"
+    return "undecided"
 
 
 def _row(kind: str, temperature: float, m: dict, arrays: dict, prefix: str, config: Config) -> dict:
@@ -332,12 +361,16 @@ def _row(kind: str, temperature: float, m: dict, arrays: dict, prefix: str, conf
         for variant in ("plain", "affine"):
             row[f"{metric}_{variant}_mean"] = float(m[f"{metric}_{variant}"].mean())
             row[f"{metric}_{variant}_std"] = float(m[f"{metric}_{variant}"].std(ddof=1))
+            if metric != "rmse":
+                _, _, row[f"{metric}_{variant}_lo"], row[f"{metric}_{variant}_hi"] = \
+                    mean_interval(m[f"{metric}_{variant}"])
     row["corr_clean_mean"] = float(m["corr_clean"].mean())
     row["rmse_clean_mean"] = float(m["rmse_clean"].mean())
     row["direction_chance"] = chance_direction(config.n)
     for metric in ("corr", "direction"):
-        mean, se, p = _gain_stats(m[f"{metric}_affine"] - m[f"{metric}_plain"])
-        row[f"{metric}_gain_mean"], row[f"{metric}_gain_se"], row[f"{metric}_gain_p"] = mean, se, p
+        mean, se, lo, hi = mean_interval(m[f"{metric}_affine"] - m[f"{metric}_plain"])
+        row[f"{metric}_gain_mean"], row[f"{metric}_gain_se"] = mean, se
+        row[f"{metric}_gain_lo"], row[f"{metric}_gain_hi"] = lo, hi
     row["snr_gain_mean"] = float(m["snr_gain"].mean())
     row["snr_gain_std"] = float(m["snr_gain"].std(ddof=1))
     scale = arrays[prefix + "scale"].astype(np.float64)
@@ -370,61 +403,91 @@ def summarize(arrays: dict, config: Config) -> list[dict]:
 SOURCE = "Section 4.2"  # the key in experiments.paper; sec. 5's ablation says the same
 
 
+def collapsed_tests(row: dict, config: Config) -> dict[str, str]:
+    """The equivalence tests behind "no gain, both at chance" for one temperature's row:
+    name -> "equivalent" / "different" / "undecided" (``equivalence``)."""
+    chance = row["direction_chance"]
+    corr_margin, direction_margin = config.corr_margin, config.direction_margin * chance
+    tests = {
+        "correlation gain": ("corr_gain", 0.0, corr_margin),
+        "direction gain": ("direction_gain", 0.0, direction_margin),
+        "plain correlation": ("corr_plain", 0.0, corr_margin),
+        "affine correlation": ("corr_affine", 0.0, corr_margin),
+        "plain direction": ("direction_plain", chance, direction_margin),
+        "affine direction": ("direction_affine", chance, direction_margin),
+    }
+    return {name: equivalence(row[key + "_lo"], row[key + "_hi"], centre, margin)
+            for name, (key, centre, margin) in tests.items()}
+
+
+def collapsed_verdict(outcomes: list[str]) -> str:
+    """Per collapsed temperature "equivalent" / "different" / "undecided" -> verdict: holds
+    when all are shown equivalent; fails when each is shown different or undecided and one
+    differs; partly when some are shown equivalent and some different; else not resolvable."""
+    if all(o == "equivalent" for o in outcomes):
+        return HOLDS
+    if "different" not in outcomes:
+        return UNRESOLVED
+    return PARTLY if "equivalent" in outcomes else FAILS
+
+
 def judge(rows: list[dict], config: Config) -> list[Claim]:
     claims = []
     layers = [r for r in rows if r["layer"] == "sinkhorn"]
     control = next(r for r in rows if r["layer"] == "control")
     low = [r for r in layers if r["gamma"] < config.low_snr]
     chance = layers[0]["direction_chance"]
-    margin = config.near_chance
-
-    def no_gain(r):  # affine not significantly better than plain (1%, one-sided, over seeds)
-        return r["corr_gain_p"] > 0.01 and r["direction_gain_p"] > 0.01
-
-    def near_chance(r):
-        return max(r["corr_plain_mean"], r["corr_affine_mean"]) < margin and \
-            max(r["direction_plain_mean"], r["direction_affine_mean"]) < chance + margin
+    level = f"{100 * (1 - 2 * EQUIVALENCE_ALPHA):g}%"
 
     trainer = (f"the same training on the control DSM (signal on {config.control_block} "
                f"coordinates, gamma {control['gamma']:.2f}): correlation "
-               f"{control['corr_plain_mean']:.3f} -> {control['corr_affine_mean']:.3f} (gain p "
-               f"{control['corr_gain_p']:.2g})")
+               f"{control['corr_plain_mean']:.3f} -> {control['corr_affine_mean']:.3f} (gain "
+               f"{level} CI [{control['corr_gain_lo']:+.3f}, {control['corr_gain_hi']:+.3f}])")
     if low:
-        ok = [no_gain(r) and near_chance(r) for r in low]
+        tests = [collapsed_tests(r, config) for r in low]
+        outcomes = []
+        for t in tests:
+            values = set(t.values())
+            outcomes.append("different" if "different" in values else
+                            "undecided" if "undecided" in values else "equivalent")
+        failing = sorted({name for t in tests for name, o in t.items() if o != "equivalent"})
         claims.append(Claim(
             SOURCE,
             f"at collapsed SNR (gamma < {config.low_snr:g}) LN with learnable affine parameters "
             "recovers no more of the input geometry or signal direction than LN without them; "
             "both stay at chance (sec. 4.2; sec. 5 ablation)",
-            f"{len(low)} temperature(s) (T >= {low[0]['temperature']:.3g}); affine - plain: "
-            f"correlation with c_in {_span(low, 'corr_gain_mean', '+.4f')} (max SE "
-            f"{max(r['corr_gain_se'] for r in low):.4f}, min p "
-            f"{min(r['corr_gain_p'] for r in low):.2g}), "
-            f"direction {_span(low, 'direction_gain_mean', '+.4f')} (min p "
-            f"{min(r['direction_gain_p'] for r in low):.2g}); affine correlation "
-            f"{_span(low, 'corr_affine_mean', '.3f')}, direction "
-            f"{_span(low, 'direction_affine_mean', '.3f')} (chance {chance:.3f}); {trainer}",
-            HOLDS if all(ok) else (PARTLY if any(ok) else FAILS),
-            f"no gain: one-sided t-test over {config.layers} layer seeds, p > 0.01; chance: "
-            f"correlation < {margin:g}, direction < chance + {margin:g}",
+            f"{len(low)} temperature(s) (T >= {low[0]['temperature']:.3g}), {config.layers} "
+            f"layer seeds each; {level} CI of affine - plain: correlation with c_in "
+            f"{_interval_span(low, 'corr_gain')}, direction {_interval_span(low, 'direction_gain')}"
+            f"; affine correlation {_interval_span(low, 'corr_affine')}, direction "
+            f"{_interval_span(low, 'direction_affine')} (chance {chance:.4f}); shown equivalent "
+            f"at {outcomes.count('equivalent')}/{len(low)} temperature(s)"
+            + (f", different at {outcomes.count('different')}" if "different" in outcomes else "")
+            + (f" (not shown: {', '.join(failing)})" if failing else "") + f"; {trainer}",
+            collapsed_verdict(outcomes),
+            f"TOST at {EQUIVALENCE_ALPHA:g} over layer seeds: equivalent = the {level} CI inside "
+            f"+- {config.corr_margin:g} (correlation: gain and distance from 0) and +- "
+            f"{config.direction_margin:g} x chance = {config.direction_margin * chance:.4f} "
+            "(direction: gain and distance from chance)",
         ))
     else:
         claims.append(Claim(SOURCE, "affine LN at collapsed SNR",
                             f"no temperature reached gamma < {config.low_snr:g}; raise --t-max",
-                            FAILS))
+                            UNRESOLVED))
 
     high = max(layers, key=lambda r: r["gamma"])
     survives = min(high["corr_plain_mean"], high["corr_affine_mean"]) > 0.5 and \
         min(high["direction_plain_mean"], high["direction_affine_mean"]) > 0.5
     claims.append(Claim(
         SOURCE,
-        "at high SNR the direction survives with or without affine parameters (context; "
-        "sec. 5 ablation)",
+        "(context; sec. 5 ablation) at high SNR the direction survives with or without affine "
+        "parameters",
         f"T={high['temperature']:.3g}, gamma={high['gamma']:.2f}: correlation with c_in plain "
         f"{high['corr_plain_mean']:.3f}, affine {high['corr_affine_mean']:.3f} (noiseless "
         f"{high['corr_clean_mean']:.3f}); direction plain {high['direction_plain_mean']:.3f}, "
         f"affine {high['direction_affine_mean']:.3f}",
-        HOLDS if survives else FAILS, "correlation and direction > 0.5",
+        CONTEXT, "it survives: correlation and direction > 0.5" if survives
+        else "it does not survive: correlation or direction <= 0.5",
     ))
 
     tol = config.gain_tolerance
@@ -446,6 +509,13 @@ def judge(rows: list[dict], config: Config) -> list[Claim]:
     return claims
 
 
+def _interval_span(rows: list[dict], key: str) -> str:
+    """The CI of ``key`` ("[lo, hi]"), or over several rows the range all of them lie in."""
+    lo = [r[key + "_lo"] for r in rows]
+    hi = [r[key + "_hi"] for r in rows]
+    return f"{'' if len(rows) == 1 else 'all within '}[{min(lo):+.4f}, {max(hi):+.4f}]"
+
+
 def _span(rows: list[dict], key: str, fmt: str) -> str:
     lo, hi = min(r[key] for r in rows), max(r[key] for r in rows)
     return f"{lo:{fmt}}" if lo == hi else f"[{lo:{fmt}}, {hi:{fmt}}]"
@@ -456,11 +526,14 @@ def _findings(rows: list[dict], config: Config) -> list[str]:
     low = [r for r in layers if r["gamma"] < config.low_snr] or layers[-1:]
     control = rows[-1]
     worst = min(layers, key=lambda r: r["corr_gain_mean"])
+    at_chance = sum(set(collapsed_tests(r, config).values()) == {"equivalent"} for r in low)
     return [
         "## Key findings", "",
         f"- Collapsed SNR (gamma {_span(low, 'gamma', '.3g')}): affine - plain correlation "
         f"{_span(low, 'corr_gain_mean', '+.4f')}, direction "
-        f"{_span(low, 'direction_gain_mean', '+.4f')}; both at chance. The trained scale is "
+        f"{_span(low, 'direction_gain_mean', '+.4f')}; no gain and both at chance (equivalence "
+        f"tests, margins in the claim) at {at_chance}/{len(low)} temperature(s). The trained "
+        "scale is "
         f"not flat (relative spread "
         f"{_span(low, 'scale_cv', '.2f')}: it fits noise) yet its SNR gain is "
         f"{_span(low, 'snr_gain_mean', '.3f')}: through a Sinkhorn layer of random costs the "

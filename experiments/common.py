@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdsm import distributed, results
+from jaxdsm import distributed, results, sweep
 
 HOLDS, FAILS, PARTLY, UNRESOLVED = "holds", "fails", "partly holds", "not resolvable"
 # A measurement reported beside the claims (not something the paper claims): never tallied.
@@ -187,3 +187,37 @@ def claims_table(claims: Sequence[Claim]) -> str:
 def table_cell(text: str) -> str:
     """A markdown table cell: a literal | (as in ||x|| or |lambda_2|) would split the cell."""
     return text.replace("|", "\\|")
+
+
+def sweep_one_size(measure, config, run_dir: Path, progress: bool, description: str) -> tuple:
+    """``sweep.run_grid`` at the single size ``config.n`` over ``config.temperature_grid()``;
+    writes arrays.npz (size axis dropped, ``temperature`` added) and returns (arrays, timings)."""
+    temperatures = config.temperature_grid()
+    swept = sweep.run_grid(
+        measure, sizes=(config.n,), temperatures=temperatures, trials=config.trials,
+        chunk_size=config.chunk_size, microbatch=config.microbatch or None, seed=config.seed,
+        trials_per_seed=config.trials_per_seed, chunk_dir=run_dir / "chunks", progress=progress,
+        description=description,
+    )
+    arrays = {k: v[0] for k, v in swept.arrays.items()}
+    arrays["temperature"] = temperatures
+    results.write_npz(run_dir / "arrays.npz", arrays)
+    return arrays, swept.report()
+
+
+def first_true_layer(mask: np.ndarray) -> np.ndarray:
+    """1-based index of the first True along the last axis (a layer); inf where none."""
+    return np.where(mask.any(-1), mask.argmax(-1) + 1.0, np.inf)
+
+
+def finite_min(values) -> float:
+    """Smallest finite value (nan marks 'nothing to check'); nan if there is none."""
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.min()) if values.size else float("nan")
+
+
+def finite_max(values) -> float:
+    values = np.asarray(values, np.float64)
+    values = values[np.isfinite(values)]
+    return float(values.max()) if values.size else float("nan")

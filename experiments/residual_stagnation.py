@@ -25,9 +25,20 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import FAILS, HOLDS, PARTLY, Claim, Experiment, RunOutput
+from experiments.common import (
+    CONTEXT,
+    FAILS,
+    HOLDS,
+    PARTLY,
+    UNRESOLVED,
+    Claim,
+    Experiment,
+    RunOutput,
+    first_true_layer,
+    sweep_one_size,
+)
 from experiments.common import field_help as F
-from jaxdsm import _checks, plot, results, signal, sinkhorn, spectra, sweep
+from jaxdsm import _checks, plot, results, signal, sinkhorn, spectra
 
 NAME = "residual-stagnation"
 INPUTS = ("mean_free", "general")
@@ -102,28 +113,27 @@ def measure(config: Config):
 
 
 def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
-    temperatures = config.temperature_grid()
-    swept = sweep.run_grid(
-        measure(config), sizes=(config.n,), temperatures=temperatures, trials=config.trials,
-        chunk_size=config.chunk_size, microbatch=config.microbatch or None, seed=config.seed,
-        trials_per_seed=config.trials_per_seed, chunk_dir=run_dir / "chunks", progress=progress,
-        description=NAME,
-    )
-    arrays = {k: v[0] for k, v in swept.arrays.items()}  # one n: drop the size axis
-    arrays["temperature"] = temperatures
-    results.write_npz(run_dir / "arrays.npz", arrays)
+    arrays, timings = sweep_one_size(measure(config), config, run_dir, progress, NAME)
     rows = summarize(arrays, config)
     results.write_csv(run_dir / "summary.csv", rows)
     figures(run_dir, config.activations)
-    return RunOutput(claims=judge(rows, config), timings=swept.report(), findings=_table(rows, config))
+    return RunOutput(claims=judge(rows, config), timings=timings, findings=_table(rows, config))
 
 
-def _first_true(mask: np.ndarray) -> np.ndarray:
-    """1-based index of the first True along the last axis; inf where none."""
-    return np.where(mask.any(-1), mask.argmax(-1) + 1.0, np.inf)
+def check_finite(arrays: dict) -> None:
+    """A non-finite metric would read as 'bound holds' (nan > limit is False) or as 'not
+    stagnant' in the verdicts: refuse it instead."""
+    for name in METRICS + ("sigma2",):
+        per_trial = ~np.isfinite(np.asarray(arrays[name]))
+        per_trial = per_trial.reshape(per_trial.shape[:2] + (-1,)).any(-1)  # (T, trials)
+        if per_trial.any():
+            raise FloatingPointError(
+                f"residual-stagnation: {name} is not finite in {int(per_trial.sum())} of "
+                f"{per_trial.size} trials (float32 overflow of the state? lower --depth)")
 
 
 def summarize(arrays: dict, config: Config) -> list[dict]:
+    check_finite(arrays)
     deg = 180 / math.pi
     rows = []
     for ti, t in enumerate(arrays["temperature"]):
@@ -144,7 +154,7 @@ def summarize(arrays: dict, config: Config) -> list[dict]:
                     "first_update_ratio_mean": ratio[:, 0].mean(),
                     "first_bound_holds_fraction": (~bound_fails[:, 0]).mean(),
                     "all_layers_bound_holds_fraction": (~bound_fails.any(-1)).mean(),
-                    "first_failing_layer_median": float(np.median(_first_true(bound_fails) - 1)),
+                    "first_failing_layer_median": float(np.median(first_true_layer(bound_fails) - 1)),
                     "update_ratio_last_mean": ratio[:, -1].mean(),
                     "update_ratio_max_mean": ratio.max(-1).mean(),
                     "detail_bound_holds_fraction": (~(detail > limit).any(-1)).mean(),
@@ -212,7 +222,7 @@ def judge(rows: list[dict], config: Config) -> list[Claim]:
     if not regime:
         claims.append(Claim("Proposition 1", "identity stagnation for sigma_2 << 1",
                             f"no temperature with mean sigma_2 <= {config.small_sigma2:g}; raise "
-                            "--t-max", FAILS))
+                            "--t-max", UNRESOLVED, "the premise sigma_2 << 1 is never met"))
         return claims
 
     # Identity stagnation: updates vanish and x_l does not turn, per phi and input kind.
@@ -252,8 +262,9 @@ def judge(rows: list[dict], config: Config) -> list[Claim]:
         "detail part (ours, what the proof does give): ||P phi(M x_l)|| <= sigma_2 ||P x_l|| at every layer, any x_l (entrywise 1-Lipschitz phi)",
         f"holds in {worst:.1%} of trials at worst over all T, phi and inputs; max ratio / sigma_2 "
         f"= {max(r['detail_ratio_over_sigma2_max'] for r in rows):.6f}",
-        HOLDS if worst == 1 else FAILS,
-        "what does hold: ||P phi(Mx)|| <= ||P M x|| = ||M P x||",
+        CONTEXT,
+        ("always, as it must: " if worst == 1 else "FAILS, which the proof excludes: ")
+        + "||P phi(Mx)|| <= ||P M x|| = ||M P x|| <= sigma_2 ||P x||",
     ))
     sel = [r for r in rows if r["temperature"] in regime]
     per_t = "; ".join(
@@ -266,8 +277,9 @@ def judge(rows: list[dict], config: Config) -> list[Claim]:
         "detail part (ours): for sigma_2 << 1 the detail part P x_l does not turn significantly (all phi, both inputs)",
         f"L = {L}, mean angle(P x_0, P x_L) over phi and inputs: {per_t}; < {thr:g} deg in "
         + ", ".join(f"{f:.0%}" for f in frac) + " of trials (worst phi and input per T)",
-        HOLDS if min(frac) == 1 else (PARTLY if max(frac) > 0.5 else FAILS),
-        "per layer at most asin(sigma_2); it adds up over L layers",
+        CONTEXT,
+        ("all" if min(frac) == 1 else "not all") + " below the threshold; per layer at most "
+        "asin(sigma_2), which adds up over L layers",
     ))
     return claims
 

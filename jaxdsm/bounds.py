@@ -25,11 +25,12 @@ def levy_tail(n: int, eps) -> jax.Array:
 def inner_product_tail(dim: int, eps) -> jax.Array:
     """Exact P(|<u, v>| >= eps) for u, v independent uniform on S^{dim-1} (in R^dim).
 
-    <u, v>^2 ~ Beta(1/2, (dim-1)/2), so the tail is 1 - I_{eps^2}(1/2, (dim-1)/2). For the
-    detail subspace of R^n, dim = n - 1.
+    <u, v>^2 ~ Beta(1/2, (dim-1)/2), so the tail is 1 - I_{eps^2}(1/2, (dim-1)/2) =
+    I_{1-eps^2}((dim-1)/2, 1/2), the second form accurate for tails far below the float eps.
+    For the detail subspace of R^n, dim = n - 1.
     """
     eps = jnp.clip(jnp.asarray(eps, jnp.result_type(float)), 0, 1)
-    return 1 - betainc(0.5, (dim - 1) / 2, jnp.square(eps))
+    return betainc((dim - 1) / 2, 0.5, 1 - jnp.square(eps))
 
 
 def chi_norm_tail(t) -> jax.Array:
@@ -72,7 +73,8 @@ class TailCheck(NamedTuple):
     """An empirical tail P(X >= x) beside a bound on it, over a grid of x (numpy arrays).
 
     ``lower`` and ``upper`` are one-sided Clopper-Pearson limits of the true tail, holding
-    simultaneously over the grid with probability >= ``confidence`` (Bonferroni), so
+    simultaneously over the grid (or over ``comparisons`` points, where one claim pools
+    several grids) with probability >= ``confidence`` (Bonferroni), so
     ``holds`` and ``violated`` are statistical statements. Where neither is true the
     samples cannot tell (too few of them for a tail that small).
     """
@@ -105,10 +107,13 @@ def clopper_pearson(count, samples: int, alpha: float) -> tuple[np.ndarray, np.n
     return np.where(count > 0, lower, 0.0), np.where(count < samples, upper, 1.0)
 
 
-def tail_check(values, x, bound, *, confidence: float = 0.999) -> TailCheck:
+def tail_check(values, x, bound, *, confidence: float = 0.999,
+               comparisons: int | None = None) -> TailCheck:
     """Compares the empirical tail P(X >= x) of ``values`` with ``bound`` (one per grid x).
 
-    For |X| pass absolute values. Host-side numpy/scipy (a summary of finished samples).
+    ``confidence`` is shared (Bonferroni) by ``comparisons`` grid points, this grid's size
+    by default; a claim that pools several grids passes their total. For |X| pass absolute
+    values. Host-side numpy/scipy (a summary of finished samples).
     """
     values = np.asarray(values, np.float64).ravel()
     x = np.asarray(x, np.float64)
@@ -118,10 +123,13 @@ def tail_check(values, x, bound, *, confidence: float = 0.999) -> TailCheck:
         raise ValueError(f"x must be a non-empty 1-D grid, got shape {x.shape}")
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    comparisons = x.size if comparisons is None else comparisons
+    if comparisons < x.size:
+        raise ValueError(f"comparisons ({comparisons}) must be >= the grid size {x.size}")
     bound = np.broadcast_to(np.asarray(bound, np.float64), x.shape)
     samples = values.size
     count = samples - np.searchsorted(np.sort(values), x, side="left")
-    lower, upper = clopper_pearson(count, samples, (1 - confidence) / x.size)
+    lower, upper = clopper_pearson(count, samples, (1 - confidence) / comparisons)
     return TailCheck(x, count, samples, count / samples, lower, upper, bound, upper <= bound,
                      lower > bound, bound < 1, confidence)
 

@@ -102,9 +102,18 @@ def residual_stack(matrix: jax.Array, x: jax.Array, depth: int, activation=jax.n
 def angle_between(u: jax.Array, v: jax.Array) -> jax.Array:
     """The angle between u and v in radians, 2 asin(||u/|u| - v/|v||| / 2): accurate for
     small angles, where arccos of a float32 cosine is not (it rounds to 1 below ~3e-4)."""
-    u_hat = u / jnp.linalg.norm(u, axis=-1, keepdims=True)
-    v_hat = v / jnp.linalg.norm(v, axis=-1, keepdims=True)
+    u_hat = u / scaled_norm(u, keepdims=True)
+    v_hat = v / scaled_norm(v, keepdims=True)
     return 2 * jnp.arcsin(jnp.minimum(jnp.linalg.norm(u_hat - v_hat, axis=-1) / 2, 1))
+
+
+def scaled_norm(v: jax.Array, keepdims: bool = False) -> jax.Array:
+    """||v||_2 over the last axis as max|v_i| ||v / max|v_i|||: finite for every finite v,
+    where jnp.linalg.norm squares the entries and overflows float32 once ||v|| > ~1.8e19."""
+    scale = jnp.max(jnp.abs(v), axis=-1, keepdims=True)
+    scale = jnp.where(scale > 0, scale, 1)
+    norm = scale * jnp.linalg.norm(v / scale, axis=-1, keepdims=True)
+    return norm if keepdims else norm[..., 0]
 
 
 def detail_decay(matrix: jax.Array, x: jax.Array, depth: int) -> jax.Array:
@@ -176,8 +185,11 @@ def residual_metrics(matrix: jax.Array, x: jax.Array, depth: int, activation: st
     x = mu 1 + d (d in 1^perp): with z = P M P d, phi(mu + z) = phi(mu) + w, the increment w
     in closed form, so the detail part keeps its digits. The mean of the update is
     phi(mu) + mean(w - z), as z is mean-free; w - z is exactly 0 for the identity and
-    exact for ReLU, so rounding creates no mean that the stack would then double. Norms and angles use the isometry x -> (sqrt(n) mu, d). The state grows at
-    most 2x per layer, so keep depth below ~120 in float32.
+    exact for ReLU, so rounding creates no mean that the stack would then double. Norms and
+    angles use the isometry x -> (sqrt(n) mu, d) and ``scaled_norm`` (the squares of a plain
+    norm overflow float32 from layer ~62 on when the mean doubles). The state itself grows at
+    most 2x per layer and overflows past ~2^127, so keep depth below ~120 in float32; a
+    non-finite metric means it did.
     """
     _checks.check_positive_int(depth, "depth")
     phi, increment = RESIDUAL_ACTIVATIONS[
@@ -197,13 +209,12 @@ def residual_metrics(matrix: jax.Array, x: jax.Array, depth: int, activation: st
         new_mu, new_d = mu + update_mean, d + update_detail
         x_l, x_next = embed(mu, d), embed(new_mu, new_d)
         metrics = {
-            "update_ratio": jnp.linalg.norm(embed(update_mean, update_detail))
-            / jnp.linalg.norm(x_l),
-            "detail_update_ratio": jnp.linalg.norm(update_detail) / jnp.linalg.norm(d),
+            "update_ratio": scaled_norm(embed(update_mean, update_detail)) / scaled_norm(x_l),
+            "detail_update_ratio": scaled_norm(update_detail) / scaled_norm(d),
             "step_angle": angle_between(x_l, x_next),
             "total_angle": angle_between(x_first, x_next),
             "detail_total_angle": angle_between(d_first, new_d),
-            "mean_cosine": root_n * new_mu / jnp.linalg.norm(x_next),
+            "mean_cosine": root_n * new_mu / scaled_norm(x_next),
         }
         return (new_mu, new_d), metrics
 

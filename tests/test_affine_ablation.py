@@ -13,7 +13,15 @@ import scipy.stats
 
 from experiments import affine_ablation as af
 from experiments import paper
-from experiments.common import execute, read_claims
+from experiments.common import (
+    CONTEXT,
+    FAILS,
+    HOLDS,
+    PARTLY,
+    UNRESOLVED,
+    execute,
+    read_claims,
+)
 from jaxdsm import results, signal, sinkhorn
 
 SMALL = af.Config(n=16, layers=3, temperatures=3, t_min=0.05, t_max=50.0, steps=80, batch=64,
@@ -217,20 +225,29 @@ def test_run_matches_a_float64_reevaluation_of_its_trained_parameters(small_run)
     assert [r["layer"] for r in rows] == ["sinkhorn"] * 3 + ["control"]
     for ti, row in enumerate(rows):
         layers = [per_layer[ti, layer] for layer in range(SMALL.layers)]
+        corr_by_variant = {}
         for variant in ("plain", "affine"):
             corr = [np.corrcoef(g["cos_" + variant], g["c_in"])[0, 1] for g in layers]
+            corr_by_variant[variant] = corr
             rmse = [np.sqrt(np.mean((g["cos_" + variant] - g["c_in"]) ** 2)) for g in layers]
             direction = [g["direction_" + variant].mean() for g in layers]
             np.testing.assert_allclose(float(row[f"corr_{variant}_mean"]), np.mean(corr), atol=1e-4)
             np.testing.assert_allclose(float(row[f"rmse_{variant}_mean"]), np.mean(rmse), atol=1e-4)
             np.testing.assert_allclose(float(row[f"direction_{variant}_mean"]), np.mean(direction),
                                        atol=1e-4)
+        # The 90% t interval over layer seeds of the affine - plain correlation (TOST at 5%).
+        gain = np.array(corr_by_variant["affine"]) - np.array(corr_by_variant["plain"])
+        lo, hi = scipy.stats.t.interval(0.9, len(gain) - 1, loc=gain.mean(),
+                                        scale=scipy.stats.sem(gain))
+        np.testing.assert_allclose([float(row["corr_gain_lo"]), float(row["corr_gain_hi"])],
+                                   [lo, hi], atol=2e-4)
         gain = np.mean([np.exp(g["log_snr_gain"].mean()) for g in layers])
         np.testing.assert_allclose(float(row["snr_gain_mean"]), gain, rtol=1e-4)
         np.testing.assert_allclose(float(row["gamma"]), np.mean([g["gamma"] for g in layers]),
                                    rtol=1e-4)
     claims = read_claims(run_dir)
     assert [c.source for c in claims] == ["Section 4.2"] * 3
+    assert claims[1].verdict == CONTEXT  # high SNR: a measurement beside the claims
     assert not paper.unknown_sources({af.NAME: claims})
     assert (run_dir / "affine_ablation.png").exists()
 
@@ -267,3 +284,83 @@ def test_trained_parameters_on_fresh_numpy_pairs(small_run):
         assert abs(np.exp(g["log_snr_gain"].mean()) - 1) < 0.02
         direction = g["direction_affine"].mean()
         assert direction == pytest.approx(af.chance_direction(n), abs=0.02)
+
+
+# ---------------------------------------------------------------- verdicts from crafted rows
+
+
+def test_equivalence_agrees_with_two_one_sided_t_tests():
+    """``equivalence`` on ``mean_interval`` is a TOST: equivalent iff both one-sided scipy
+    t-tests against the margins reject at 5%; different iff one against the centre + or -
+    the margin rejects the other way."""
+    rng = np.random.default_rng(5)
+    margin, seen = 0.05, set()
+    for shift in np.linspace(-0.12, 0.12, 25):
+        values = shift + 0.03 * rng.normal(size=5)
+        _, _, lo, hi = af.mean_interval(values)
+        above = scipy.stats.ttest_1samp(values, -margin, alternative="greater").pvalue < 0.05
+        below = scipy.stats.ttest_1samp(values, margin, alternative="less").pvalue < 0.05
+        beyond = scipy.stats.ttest_1samp(values, margin, alternative="greater").pvalue < 0.05
+        short = scipy.stats.ttest_1samp(values, -margin, alternative="less").pvalue < 0.05
+        outcome = af.equivalence(lo, hi, 0.0, margin)
+        assert (outcome == "equivalent") == (above and below), (shift, lo, hi)
+        assert (outcome == "different") == (beyond or short), (shift, lo, hi)
+        seen.add(outcome)
+    assert seen == {"equivalent", "different", "undecided"}
+
+
+VERDICT_CONFIG = af.Config()
+CHANCE = af.chance_direction(VERDICT_CONFIG.n)
+
+
+def _crafted_row(layer="sinkhorn", gamma=0.01, temperature=10.0, shift=None, width=0.005,
+                 snr_gain=1.0):
+    """A summary row whose 90% intervals are centred on chance (plus ``shift`` per metric)."""
+    shift = shift or {}
+    row = {"layer": layer, "temperature": temperature, "gamma": gamma, "sigma2": 0.01,
+           "direction_chance": CHANCE, "snr_gain_mean": snr_gain, "scale_block_ratio": 1.0,
+           "corr_clean_mean": 0.99}
+    centres = {"corr_gain": 0.0, "direction_gain": 0.0, "corr_plain": 0.0, "corr_affine": 0.0,
+               "direction_plain": CHANCE, "direction_affine": CHANCE}
+    for key, centre in centres.items():
+        mid = centre + shift.get(key, 0.0)
+        row[key + "_lo"], row[key + "_hi"] = mid - width, mid + width
+        row[key + "_mean"] = mid
+    return row
+
+
+def _verdicts(layers, control=None):
+    control = control or _crafted_row("control", gamma=0.3, temperature=float("nan"))
+    high = _crafted_row(gamma=7.0, temperature=0.01, shift={"corr_plain": 0.99,
+                                                            "corr_affine": 0.99,
+                                                            "direction_plain": 0.9,
+                                                            "direction_affine": 0.9})
+    return [c.verdict for c in af.judge([high] + layers + [control], VERDICT_CONFIG)]
+
+
+def test_collapsed_claim_verdicts_from_crafted_rows():
+    margin = VERDICT_CONFIG.corr_margin
+    equivalent = _crafted_row()
+    gain = _crafted_row(temperature=30.0, shift={"corr_gain": margin + 0.02})
+    above_chance = _crafted_row(temperature=100.0,
+                                shift={"direction_affine": 0.2 * CHANCE,
+                                       "direction_gain": 0.15 * CHANCE})
+    wide = _crafted_row(temperature=100.0, width=2 * margin)
+    assert _verdicts([equivalent, _crafted_row(temperature=30.0)])[0] == HOLDS
+    assert _verdicts([equivalent, gain])[0] == PARTLY
+    assert _verdicts([gain, above_chance])[0] == FAILS
+    assert _verdicts([equivalent, wide])[0] == UNRESOLVED  # too few seeds to tell
+    # A significant gain inside the margin is no gain at the stated margin.
+    small = _crafted_row(shift={"corr_gain": margin / 2})  # interval [0.02, 0.03]
+    assert _verdicts([small])[0] == HOLDS
+    # No collapsed temperature: nothing to judge.
+    assert _verdicts([_crafted_row(gamma=0.5)])[0] == UNRESOLVED
+
+
+def test_snr_gain_and_high_snr_verdicts_from_crafted_rows():
+    layers = [_crafted_row(), _crafted_row(temperature=30.0)]
+    control = _crafted_row("control", gamma=0.3, temperature=float("nan"), snr_gain=2.0)
+    assert _verdicts(layers)[1:] == [CONTEXT, HOLDS]
+    assert _verdicts(layers, control)[1:] == [CONTEXT, PARTLY]
+    unequal = [_crafted_row(), _crafted_row(temperature=30.0, snr_gain=1.2)]
+    assert _verdicts(unequal)[2] == FAILS

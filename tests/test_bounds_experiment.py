@@ -13,7 +13,7 @@ import scipy.linalg
 import scipy.stats
 
 from experiments import bounds as bx
-from experiments.common import execute, read_claims
+from experiments.common import CONTEXT, FAILS, HOLDS, execute, read_claims
 from jaxdsm import bounds, results, sinkhorn, sweep
 
 SMALL = bx.Config(n=16, samples=20_000, grid_points=20, lemma2_trials=8, lemma2_vectors=4,
@@ -72,6 +72,21 @@ def test_clopper_pearson_limits():
     # The limits are where the binomial tail probabilities equal alpha.
     np.testing.assert_allclose(scipy.stats.binom.cdf(3, samples, upper[1]), alpha, rtol=1e-8)
     np.testing.assert_allclose(scipy.stats.binom.sf(2, samples, lower[1]), alpha, rtol=1e-8)
+
+
+def test_tail_check_shares_its_confidence_over_the_stated_comparisons(rng):
+    values = rng.normal(size=5_000)
+    x = np.linspace(0, 2, 10)
+    single = bounds.tail_check(values, x, 0.5, confidence=0.99)
+    pooled = bounds.tail_check(values, x, 0.5, confidence=0.99, comparisons=30)
+    count = np.array([(values >= e).sum() for e in x])
+    # Each limit is where the binomial tail equals 0.01 / comparisons.
+    for check, comparisons in ((single, 10), (pooled, 30)):
+        np.testing.assert_allclose(scipy.stats.binom.cdf(count, values.size, check.upper),
+                                   0.01 / comparisons, rtol=1e-6)
+    assert np.all(pooled.upper > single.upper) and np.all(pooled.lower < single.lower)
+    with pytest.raises(ValueError):
+        bounds.tail_check(values, x, 0.5, comparisons=5)
 
 
 @pytest.mark.parametrize("kwargs", [
@@ -138,6 +153,12 @@ def test_appendix_a_and_remark1_against_the_chi_law(small_run):
     upper = _rows(rows, "appendix_a_upper")
     np.testing.assert_allclose(_column(upper, "empirical"), [np.mean(z >= x) for x in t])
     np.testing.assert_allclose(_column(upper, "bound"), np.exp(-t**2 / 2), rtol=1e-6)
+    # One claim pools the upper and lower grids: each limit at (1 - confidence) / (2 points).
+    alpha = (1 - SMALL.confidence) / (2 * t.size)
+    count = np.array([np.sum(z >= x) for x in t])
+    resolved = count < z.size
+    np.testing.assert_allclose(
+        scipy.stats.binom.cdf(count, z.size, _column(upper, "upper"))[resolved], alpha, rtol=1e-6)
     eps_rows = _rows(rows, "appendix_a_eps")
     eps = SMALL.eps_grid()
     np.testing.assert_allclose(_column(eps_rows, "empirical"),
@@ -159,23 +180,38 @@ def test_lemma2_against_a_float64_rerun(small_run, x64):
         for trial in (0, SMALL.lemma2_trials - 1):
             key = sweep.trial_key(trial, seed=SMALL.seed)
             k_cost, k_x = jax.random.split(key)
-            m = ref.algorithm1(np.asarray(sinkhorn.random_cost(k_cost, n)), temperature,
-                               SMALL.iterations)
+            sinkhorn_m = ref.algorithm1(np.asarray(sinkhorn.random_cost(k_cost, n)), temperature,
+                                        SMALL.iterations)
+            # The exactly doubly stochastic matrix the lemma is judged on, from its definition.
+            p = np.eye(n) - 1 / n
+            m = p @ sinkhorn_m @ p + 1 / n
+            mix = max(0.0, -m.min() / (1 / n - m.min()))
+            m = (1 - mix) * m + mix / n
+            np.testing.assert_allclose(m.sum(axis=0), 1, atol=1e-13)
+            np.testing.assert_allclose(m.sum(axis=1), 1, atol=1e-13)
+            assert m.min() > -1e-15
             sv = ref.singular_values(m)
             x = np.array(jax.random.normal(k_x, (SMALL.lemma2_vectors, n)))
             x -= x.mean(axis=1, keepdims=True)
             ratio = np.linalg.norm(x @ m.T, axis=1) / (sv[1] * np.linalg.norm(x, axis=1))
             restricted = scipy.linalg.svd(m - m.mean(axis=1, keepdims=True), compute_uv=False)[0]
+            raw = scipy.linalg.svd(sinkhorn_m @ p, compute_uv=False)[0] \
+                / ref.singular_values(sinkhorn_m)[1]
             np.testing.assert_allclose(arrays["lemma2_sigma2"][ti, trial], sv[1], rtol=1e-8)
+            np.testing.assert_allclose(arrays["lemma2_mix"][ti, trial], mix, atol=1e-12)
+            np.testing.assert_allclose(arrays["lemma2_raw_sup_ratio"][ti, trial], raw, rtol=1e-8)
             np.testing.assert_allclose(arrays["lemma2_ratio_max"][ti, trial], ratio.max(),
                                        rtol=1e-8)
             np.testing.assert_allclose(arrays["lemma2_sup_ratio"][ti, trial], restricted / sv[1],
                                        rtol=1e-8)
             np.testing.assert_allclose(arrays["lemma2_marginal_error"][ti, trial],
-                                       ref.marginal_errors(m)[2], atol=1e-10)
-    converged = [r for r in _rows(rows, "lemma2_sup") if r["case"] == "converged"]
-    assert converged and all(r["holds"] == "True" for r in converged)
+                                       ref.marginal_errors(sinkhorn_m)[2], atol=1e-10)
+    exact = _rows(rows, "lemma2_sup", "exact DSM")
+    assert len(exact) == len(SMALL.temperature_grid())
+    assert all(r["holds"] == "True" for r in exact)
     assert np.all(arrays["lemma2_ratio_max"] <= arrays["lemma2_sup_ratio"] * (1 + 1e-12))
+    # At T = 0.01 K = 200 sweeps leave marginal errors > 1e-6: the raw ratio exceeds 1 there.
+    assert _rows(rows, "lemma2_raw_sup", "not converged")
 
 
 def test_lemma3_against_numpy_and_its_sharp_constant(small_run, x64):
@@ -198,6 +234,26 @@ def test_lemma3_against_numpy_and_its_sharp_constant(small_run, x64):
         lhs = np.linalg.norm(a / np.linalg.norm(a, axis=0) - [[1], [0]], axis=0)
         np.testing.assert_allclose(bx.lemma3_sharp_ratio(r), lhs.max() / r, rtol=1e-6)
     np.testing.assert_allclose(bx.lemma3_sharp_ratio(0.5), 4 * np.sin(np.pi / 12))
+
+
+def test_lemma3_condition_follows_the_designed_ratio(small_run, x64):
+    """float32 rounding puts measured ratios of pairs drawn at 1/2 on either side of it; the
+    condition and the count at 1/2 follow the design, not the rounding."""
+    _, arrays, _ = small_run
+    arrays = dict(arrays)
+    design = arrays["lemma3_design_ratio"]
+    at_half = design == 0.5
+    assert at_half.sum() == SMALL.lemma3_samples // 10 + 1  # the spread part ends at 1/2 too
+    arrays["lemma3_ratio"] = np.where(at_half, 0.5 * (1 + 6e-8), arrays["lemma3_ratio"])
+    stats = bx.statistics(arrays, SMALL)
+    assert stats["lemma3_boundary_samples"] == at_half.sum()
+    inside = _rows(bx.summarize(arrays, SMALL), "lemma3", "inside")
+    assert sum(r["samples"] for r in inside) == SMALL.lemma3_samples
+    # Where the sharp constant is measured outside the condition: an argmax by hand.
+    sharp = arrays["lemma3_lhs"] / arrays["lemma3_ratio"]
+    worst = np.argmax(np.where(design > 0.5, sharp, -np.inf))
+    assert stats["lemma3_sharp_outside_at"] == design[worst]
+    assert stats["lemma3_sharp_outside"] == pytest.approx(sharp[worst])
 
 
 def test_sin_theta_matches_scipy_subspace_angles(rng, x64):
@@ -248,9 +304,44 @@ def test_run_folder_claims_and_summary(small_run):
     verdicts = {(c.source, c.claim.split(":")[0]): c.verdict for c in claims}
     assert verdicts[("Remark 1", "E||P xi|| = nu sqrt((n-1)/n)")] == "fails"
     assert verdicts[("Appendix B", "Wedin")] == "fails"  # the closed-form counterexample
+    # Rows that are not paper claims are context, never tallied.
+    for c in claims:
+        if c.claim.startswith(("(not claimed)", "(constants)")):
+            assert c.verdict == CONTEXT, c
     assert {"check", "x", "empirical", "bound", "holds", "informative"} <= set(rows[0])
     expected = {"bounds_levy.png", "bounds_chi.png", "bounds_lemma3.png", "bounds_wedin.png"}
     assert expected <= {p.name for p in run_dir.iterdir()}
+
+
+def _lemma2_verdicts(arrays):
+    rows, stats = bx.summarize(arrays, SMALL), bx.statistics(arrays, SMALL)
+    claims = bx.judge(rows, stats, SMALL)
+    return [c.verdict for c in claims if c.source == "Lemma 2"]
+
+
+def test_lemma2_verdicts_follow_the_exact_dsms(small_run, x64):
+    _, arrays, _ = small_run
+    assert _lemma2_verdicts(arrays) == [HOLDS, HOLDS, CONTEXT]
+    # Sinkhorn's own inexact outputs do not decide the verdict ...
+    raw = dict(arrays, lemma2_raw_sup_ratio=arrays["lemma2_raw_sup_ratio"] + 1e-3)
+    assert _lemma2_verdicts(raw) == [HOLDS, HOLDS, CONTEXT]
+    # ... an exact DSM above its sigma_2 by more than the float slack does.
+    over = 1 + 10 * bx.float_tolerance(SMALL)
+    broken = dict(arrays, lemma2_sup_ratio=arrays["lemma2_sup_ratio"].copy())
+    broken["lemma2_sup_ratio"][1, 0] = over
+    assert _lemma2_verdicts(broken) == [FAILS, FAILS, CONTEXT]
+    below = dict(arrays, lemma2_sup_ratio=np.full_like(arrays["lemma2_sup_ratio"], 1 / over))
+    assert _lemma2_verdicts(below)[1] == FAILS  # not tight
+
+
+def test_draw_compiles_once_per_shape():
+    key = jax.random.PRNGKey(0)
+    ratios = np.full(10, 0.3)
+    bx.draw(bx.lemma3_trial, key, 10, per_sample=(ratios,), n=8)
+    size = bx._draw_jit._cache_size()
+    again = bx.draw(bx.lemma3_trial, key, 10, per_sample=(ratios + 0.1,), n=8)
+    assert bx._draw_jit._cache_size() == size
+    np.testing.assert_allclose(again["ratio"], 0.4, rtol=1e-5)
 
 
 @pytest.mark.parametrize("kwargs", [

@@ -4,14 +4,25 @@ property over random DSMs, inputs and activations."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 import reference as ref
 
+from experiments import paper
 from experiments import residual_stagnation as rs
-from experiments.common import execute, read_claims
+from experiments.common import (
+    CONTEXT,
+    FAILS,
+    HOLDS,
+    PARTLY,
+    UNRESOLVED,
+    execute,
+    read_claims,
+)
 from jaxdsm import results, signal, sinkhorn, sweep
 
 PHI = {"relu": lambda v: np.maximum(v, 0), "identity": lambda v: v, "tanh": np.tanh}
@@ -167,6 +178,7 @@ def test_run_matches_a_float64_rerun(tmp_path):
     np.testing.assert_allclose(float(row["first_update_ratio_mean"]), ratio[:, 0].mean(), rtol=1e-6)
     claims = read_claims(run_dir)
     assert {c.source for c in claims} == {"Proposition 1"}
+    assert not paper.unknown_sources({"residual-stagnation": claims})
     assert claims[0].claim.startswith("proof step") and claims[-1].claim.startswith("detail part")
     assert {"residual_layers.png", "residual_activations.png"} <= {p.name for p in run_dir.iterdir()}
 
@@ -182,3 +194,132 @@ def test_invalid_config_raises(kwargs):
 def test_unknown_activation_raises():
     with pytest.raises(ValueError, match="activation"):
         signal.residual_metrics(jnp.eye(4), jnp.ones(4), 3, "gelu")
+
+
+def reference_split_metrics(operator, x0, depth, act):
+    """The stack in float64 carried as x = mu 1 + d (d in 1^perp), for states whose mean
+    outgrows the detail part by more than float64 resolves (2^100 against ~1.2^100 here).
+    The update phi(mu + z), z = (M d) with mean 0, is mu' 1 + w with w = z exactly where phi
+    is linear on every entry (the identity; ReLU once mu + z >= 0), else computed directly."""
+    n = len(x0)
+    detail_operator = operator - 1.0 / n  # P M P: M on 1^perp
+    mu, d = x0.mean(), x0 - x0.mean()
+    embed = lambda mu, d: np.concatenate([[np.sqrt(n) * mu], d])  # noqa: E731
+    first, d_first = embed(mu, d), d
+    out = {k: [] for k in rs.METRICS}
+    for _ in range(depth):
+        z = detail_operator @ d
+        if act == "identity" or (mu >= 0 and np.all(mu + z >= 0)):
+            update_mu, update_d = mu, z  # phi(mu + z) = mu + z
+        else:
+            update = PHI[act](mu + z)
+            update_mu, update_d = update.mean(), update - update.mean()
+        new_mu, new_d = mu + update_mu, d + update_d
+        x, nxt = embed(mu, d), embed(new_mu, new_d)
+        out["update_ratio"].append(np.linalg.norm(embed(update_mu, update_d)) / np.linalg.norm(x))
+        out["detail_update_ratio"].append(np.linalg.norm(update_d) / np.linalg.norm(d))
+        out["step_angle"].append(angle(x, nxt))
+        out["total_angle"].append(angle(first, nxt))
+        out["detail_total_angle"].append(angle(d_first, new_d))
+        out["mean_cosine"].append(nxt[0] / np.linalg.norm(nxt))
+        mu, d = new_mu, new_d
+    return {k: np.array(v) for k, v in out.items()}
+
+
+@pytest.mark.parametrize("act", ["relu", "identity"])
+def test_deep_stack_whose_mean_doubles_stays_finite_and_accurate(rng, act):
+    """Mean 0.5: ReLU and the identity double the mean every layer, to ~2^100 at L = 100; the
+    squares of a plain float32 norm overflow from layer ~62 on."""
+    depth_ = 100
+    m = ref.algorithm1(rng.random((N, N)), 0.3, 200).astype(np.float32)
+    g = rng.normal(size=N).astype(np.float32)
+    got = jax.jit(lambda m, g: signal.residual_metrics(m, g, depth_, act, mean=0.5))(m, g)
+    x0 = g.astype(np.float64) - g.mean() + 0.5
+    expected = reference_split_metrics(exact_dsm_operator(m), x0, depth_, act)
+    # the first 12 layers also against the plain loop
+    plain = reference_metrics(exact_dsm_operator(m), x0, 12, PHI[act])
+    for name in rs.METRICS:
+        np.testing.assert_allclose(expected[name][:12], plain[name], rtol=1e-9, atol=1e-12)
+    assert expected["update_ratio"][-1] > 0.99 and expected["mean_cosine"][-1] > 0.999
+    for name in rs.METRICS:
+        values = np.asarray(got[name], np.float64)
+        assert np.all(np.isfinite(values)), name
+        # float32 rounding accumulates over 100 layers
+        np.testing.assert_allclose(values, expected[name], rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_non_finite_metrics_are_refused():
+    arrays = {name: np.ones((2, 3, 1, 2, 4), np.float32) for name in rs.METRICS}
+    arrays["sigma2"] = np.full((2, 3), 0.5)
+    rs.check_finite(arrays)
+    arrays["mean_cosine"][1, 2, 0, 1, 3] = np.nan
+    with pytest.raises(FloatingPointError, match="1 of 6 trials"):
+        rs.check_finite(arrays)
+
+
+JUDGE = rs.Config(activations=("relu", "identity"), small_sigma2=0.1, depth=32)
+
+
+def crafted_rows(changes=None):
+    """Summary rows at T = 0.1 (sigma_2 0.5) and T = 10 (sigma_2 0.01) where everything the
+    paper claims holds; changes[(T, act, input)] overrides fields of one row."""
+    rows = []
+    for t, s2 in ((0.1, 0.5), (10.0, 0.01)):
+        for act in JUDGE.activations:
+            for kind in rs.INPUTS:
+                row = {
+                    "temperature": t, "activation": act, "input": kind, "sigma2_mean": s2,
+                    "first_bound_holds_fraction": 1.0, "all_layers_bound_holds_fraction": 1.0,
+                    "first_failing_layer_median": np.inf, "update_ratio_last_mean": s2 / 2,
+                    "stagnant_fraction": 1.0, "total_angle_deg_mean": 1.0,
+                    "abs_mean_cosine_last_mean": 0.1, "detail_bound_holds_fraction": 1.0,
+                    "detail_ratio_over_sigma2_max": 0.9, "detail_total_angle_deg_mean": 1.0,
+                    "detail_stagnant_fraction": 1.0,
+                }
+                row.update((changes or {}).get((t, act, kind), {}))
+                rows.append(row)
+    return rows
+
+
+def verdict_of(claims, start):
+    found = [c.verdict for c in claims if c.claim.startswith(start)]
+    assert len(found) == 1, start
+    return found[0]
+
+
+def test_judge_verdicts_on_crafted_rows():
+    all_layers = "proof step, phi = relu, mean-free x_0"
+    stagnation = "phi = relu, general x_0, sigma_2 << 1"
+    first_general = "proof step: ||phi(M x)|| <= sigma_2 ||x|| at the first layer, general"
+    claims = rs.judge(crafted_rows(), JUDGE)
+    assert all(c.verdict == HOLDS for c in claims if not c.claim.startswith("detail part"))
+    assert [c.verdict for c in claims if c.claim.startswith("detail part")] == [CONTEXT] * 2
+
+    fail = {"all_layers_bound_holds_fraction": 0.0, "first_failing_layer_median": 3.0}
+    claims = rs.judge(crafted_rows({(0.1, "relu", "mean_free"): fail}), JUDGE)
+    assert verdict_of(claims, all_layers) == FAILS
+    some = {"all_layers_bound_holds_fraction": 0.5, "first_failing_layer_median": 3.0}
+    claims = rs.judge(crafted_rows({(10.0, "relu", "mean_free"): some}), JUDGE)
+    assert verdict_of(claims, all_layers) == PARTLY
+
+    claims = rs.judge(crafted_rows({(t, a, "general"): {"first_bound_holds_fraction": 0.0}
+                                      for t in (0.1, 10.0) for a in JUDGE.activations}), JUDGE)
+    assert verdict_of(claims, first_general) == FAILS
+    claims = rs.judge(crafted_rows({(0.1, "relu", "general"): {
+        "first_bound_holds_fraction": 0.0}}), JUDGE)
+    assert verdict_of(claims, first_general) == PARTLY
+
+    # Only T = 10 is in the sigma_2 << 1 regime: the rows at T = 0.1 do not count.
+    turned = {"update_ratio_last_mean": 1.0, "stagnant_fraction": 0.0,
+              "abs_mean_cosine_last_mean": 1.0}
+    claims = rs.judge(crafted_rows({(10.0, "relu", "general"): turned}), JUDGE)
+    assert verdict_of(claims, stagnation) == FAILS
+    claims = rs.judge(crafted_rows({(0.1, "relu", "general"): turned}), JUDGE)
+    assert verdict_of(claims, stagnation) == HOLDS
+    claims = rs.judge(crafted_rows({(10.0, "relu", "general"): {"stagnant_fraction": 0.6}}),
+                      JUDGE)
+    assert verdict_of(claims, stagnation) == PARTLY
+
+    # No temperature with sigma_2 << 1: the premise is never met.
+    claims = rs.judge(crafted_rows(), dataclasses.replace(JUDGE, small_sigma2=0.001))
+    assert verdict_of(claims, "identity stagnation") == UNRESOLVED

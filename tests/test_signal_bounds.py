@@ -65,6 +65,17 @@ def test_inner_product_tail_closed_forms_and_simulation(rng):
         assert abs(sim - p) <= 5 * np.sqrt(p * (1 - p) / dots.size) + 1e-4, (e, sim, p)
 
 
+def test_inner_product_tail_is_accurate_far_below_the_float_eps(x64):
+    # On S^4 (dim 5) the density of <u, v> is (3/4)(1 - t^2): tail = (1 - eps)^2 (2 + eps) / 2.
+    gap = np.array([1e-3, 1e-6, 1e-10])
+    eps = 1 - gap
+    np.testing.assert_allclose(bounds.inner_product_tail(5, eps), gap**2 * (2 + eps) / 2,
+                               rtol=1e-6)
+    eps = np.array([0.5, 0.9, 0.99])  # tails 2.6e-5, 4.9e-24, 1.9e-54 at dim 63
+    np.testing.assert_allclose(bounds.inner_product_tail(63, eps),
+                               scipy.stats.beta(0.5, 31).sf(eps**2), rtol=1e-8)
+
+
 def test_levy_and_chi_tails_bound_the_exact_tails():
     n = 64
     eps = np.linspace(0.01, 1, 100)
