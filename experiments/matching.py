@@ -2,16 +2,37 @@
 
 Two small MLP encoders with L2-normalised outputs are trained with adam on noisy point
 matching (``jaxdsm.models.matching``): bounded cost C = 1 - <phi(x_i), psi(y_j)>, log-domain
-Sinkhorn with K sweeps, permutation cross-entropy. Every method of a seed starts from the
-same parameters and sees the same batches (the seed also fixes the dataset's bijection), so
-differences between methods are paired.
+Sinkhorn with K sweeps, permutation cross-entropy (or, as an option, the saturating
+||P - Pi||^2). Every method of a seed starts from the same parameters and sees the same
+batches (the seed also fixes the dataset's bijection), so differences between methods are
+paired.
+
+Default setting (chosen so that cooling could matter): N = 16 points in d = 4 with noise
+sigma = 0.3, so instances are genuinely ambiguous (the best accuracy stays below 1 and
+differs between seeds) and a sharp plan can be confidently wrong; 500 adam steps at
+learning rate 3e-3, eps from 1 down to 0.01. In a first setting (N = 8, d = 2, sigma = 0.1,
+2000 steps) every method reached the same accuracy within ~50 steps, so no schedule could
+matter.
 
 Methods: constant eps0 and eps_min; exponential cooling reaching eps_min at 10% ("fast")
 and 30% ("slow") of the steps; the eps^2 speed limit and a beta power law, both reaching
-eps_min at ``open_loop_fraction`` of the steps; Gumbel-Sinkhorn at a fixed tau (same steps
-and K: compute-matched); EPH-ASC: QSA calibration (Phase I) on a proxy set with the model of
-the constant-eps0 run after ``warmup_steps``, then the runtime controller (Phase II) from
-the same initial parameters, with safety factors 1 (the method) and 0.5, 2 (ablation).
+eps_min at ``open_loop_fraction`` of the steps; Gumbel-Sinkhorn at each fixed tau of
+``gumbel_taus`` (same steps, K and batch: compute-matched; the claim is judged against the
+fastest tau); EPH-ASC: QSA calibration (Phase I) on a proxy set with the model of the
+constant-eps0 run after ``warmup_steps``, then the runtime controller (Phase II) from the
+same initial parameters.
+
+Which drift the controller sees (ours, the specification's optional split). QSA measures
+the plan change of one cooling step at fixed parameters. The drift between two checks
+during training also contains the encoders' learning, which QSA never sees, so comparing
+it with QSA's k_safe is not like-for-like (in the first setting it braked at its first
+check in every seed). The method ``eph_asc`` therefore feeds the controller the cooling
+drift ||P(theta_t, decay eps) - P(theta_t, eps)|| at the current parameters (the next
+cooling step, what QSA measured at eps_k = decay eps, so the threshold is k_safe * decay *
+eps); ``eph_asc_total`` is the controller on the total drift since the last check against
+QSA's k_safe as is; ``eph_asc_s0.5`` and ``eph_asc_s2`` scale k_safe (cooling drift). Both
+drifts, the learning drift (plan change over a block at fixed eps), sigma_2 of the monitor
+plans and the solver gap 1 - sigma_2^2 are recorded at every check for every method.
 An ablation repeats four methods at other K.
 """
 
@@ -33,46 +54,55 @@ from jaxdsm.models import matching as mm
 
 NAME = "matching"
 OPEN_LOOP = ("constant_eps0", "constant_eps_min", "exp_fast", "exp_slow", "speed_limit",
-             "beta_power_law", "gumbel_sinkhorn")
+             "beta_power_law")
 SAFETY_ABLATION = (0.5, 2.0)
-SHORT_RUN = 500  # steps up to which EPH-ASC reuses the open-loop program (see run)
+SHORT_RUN = 150  # steps up to which EPH-ASC reuses the open-loop program (see run)
 K_ABLATION_METHODS = ("constant_eps_min", "exp_fast", "speed_limit", "eph_asc")
+# EPH-ASC variants: (name, safety factor) on the cooling drift, and one on the total drift.
+EPH_COOLING = (("eph_asc", 1.0),) + tuple((f"eph_asc_s{f:g}", f) for f in SAFETY_ABLATION)
+EPH_TOTAL = "eph_asc_total"
 
 
 @dataclass(frozen=True)
 class Config:
-    n: int = F("points per instance N", default=8)
-    dim: int = F("point dimension d", default=2)
-    sigma: float = F("noise on y_j = g(x_pi(j)) + sigma * noise", default=0.1)
+    n: int = F("points per instance N", default=16)
+    dim: int = F("point dimension d", default=4)
+    sigma: float = F("noise on y_j = g(x_pi(j)) + sigma * noise", default=0.3)
     hidden: int = F("encoder hidden width", default=64)
     features: int = F("encoder output dimension", default=16)
     depth: int = F("encoder hidden layers", default=2)
     seeds: int = F("seeds (dataset, init, batches); seed i uses trial_key(i)", default=5)
     seed: int = F("first seed", default=0)
-    steps: int = F("adam steps per run", default=2000)
+    steps: int = F("adam steps per run", default=500)
     batch: int = F("instances per training batch", default=32)
-    learning_rate: float = F("adam learning rate", default=1e-3)
+    learning_rate: float = F("adam learning rate", default=3e-3)
+    loss: str = F("training loss: ce (permutation cross-entropy) or l2 (||P - Pi||^2, "
+                  "saturating)", default="ce")
     iterations: int = F("Sinkhorn sweeps K (log domain, cold start)", default=20)
     check_every: int = F("steps between controller checks (and monitor readouts)", default=10)
     eps0: float = F("starting temperature of every annealed method", default=1.0)
-    eps_min: float = F("lowest temperature", default=0.02)
+    eps_min: float = F("lowest temperature", default=0.01)
     eval_eps: float = F("common evaluation temperature", default=0.05)
-    decay: float = F("EPH-ASC cooling factor per check (and QSA's grid factor)", default=0.95)
+    decay: float = F("EPH-ASC cooling factor per check (and QSA's grid factor); 0.8 "
+                     "reaches eps_min 0.01 from 1 in 21 checks", default=0.8)
     fast_fraction: float = F("exp_fast reaches eps_min at this fraction of steps", default=0.1)
     slow_fraction: float = F("exp_slow reaches eps_min at this fraction of steps", default=0.3)
     open_loop_fraction: float = F("speed limit and beta power law reach eps_min at this "
                                   "fraction of steps", default=0.5)
     beta_kappa_scale: float = F("beta power law: kappa is this times the one reaching eps_min "
                                 "on time (< 1 never reaches it)", default=1.0)
-    gumbel_tau: float = F("Gumbel-Sinkhorn temperature (fixed)", default=0.1)
+    gumbel_taus: tuple = F("Gumbel-Sinkhorn temperatures (fixed tau; one method each, "
+                           "same steps, K and batch: compute-matched)", default=(0.03, 0.1, 0.3))
     gumbel_noise: float = F("Gumbel noise scale in logit units (logits lie in [-2, 0])",
                             default=0.1)
-    warmup_steps: int = F("constant-eps0 steps before QSA calibration", default=100)
+    warmup_steps: int = F("constant-eps0 steps before QSA calibration", default=50)
     proxy: int = F("QSA proxy instances", default=32)
     monitor: int = F("monitor instances (drift, monitor accuracy)", default=32)
     eval_instances: int = F("held-out instances per seed", default=256)
     safety: float = F("QSA safety factor s in k_safe = s * median ratio", default=1.0)
-    target: float = F("accuracy target for steps-to-target", default=0.95)
+    target: float = F("steps-to-target counts checks until the monitor accuracy reaches this "
+                      "fraction of the seed's best final monitor accuracy over all methods",
+                      default=0.95)
     spike_factor: float = F("a gradient spike: norm > this x running median", default=10.0)
     spike_window: int = F("steps in the running median of gradient norms", default=50)
     confident_entropy: float = F("row entropy / log N below which a row is confident",
@@ -87,7 +117,7 @@ class Config:
                      "eval_instances", "spike_window"):
             _checks.check_positive_int(getattr(self, name), name)
         _checks.check_non_negative_int(self.seed, "seed")
-        for name in ("sigma", "learning_rate", "eps0", "eps_min", "eval_eps", "gumbel_tau",
+        for name in ("sigma", "learning_rate", "eps0", "eps_min", "eval_eps",
                      "gumbel_noise", "safety", "spike_factor", "beta_kappa_scale"):
             _checks.check_positive_float(getattr(self, name), name)
         if self.seeds < 2:
@@ -105,6 +135,11 @@ class Config:
                              f"check_every ({self.check_every}) and <= steps ({self.steps})")
         for k in self.ablation_iterations:
             _checks.check_positive_int(k, "ablation_iterations")
+        if not self.gumbel_taus:
+            raise ValueError("gumbel_taus must name at least one tau")
+        for tau in self.gumbel_taus:
+            _checks.check_positive_float(tau, "gumbel_taus")
+        _checks.check_choice(self.loss, train.LOSSES, "loss")
         if min(self.fast_fraction, self.slow_fraction, self.open_loop_fraction) * self.steps < 1:
             raise ValueError("every schedule must take at least one step to reach eps_min")
 
@@ -127,8 +162,15 @@ class Config:
                 e0, anneal.rate_to_reach(e0, e1, reach(self.open_loop_fraction)), eps_min=e1),
             "beta_power_law": anneal.beta_power_law(
                 e0, kappa * self.beta_kappa_scale, eps_min=e1),
-            "gumbel_sinkhorn": anneal.constant(self.gumbel_tau),
+            **{gumbel_name(tau): anneal.constant(tau) for tau in self.gumbel_taus},
         }
+
+    def open_loop(self) -> tuple[str, ...]:
+        return OPEN_LOOP + tuple(gumbel_name(tau) for tau in self.gumbel_taus)
+
+
+def gumbel_name(tau: float) -> str:
+    return f"gumbel_tau{tau:g}"
 
 
 def seed_keys(config: Config) -> jax.Array:
@@ -143,12 +185,12 @@ def model(config: Config) -> mm.Matcher:
 
 
 def make_runner(config: Config, iterations: int, snapshot: bool):
-    """jit(vmap(one run)): (seed key, eps table (steps,), closed_loop, noise scale, k_safe)
-    -> dict of the history, evaluation plans and (optionally) proxy logits."""
+    """jit(vmap(one run)): (seed key, eps table (steps,), closed_loop, noise scale, k_safe,
+    cooling drift) -> dict of the history, evaluation plans and (optionally) proxy logits."""
     net = model(config)
     optimizer = optax.adam(config.learning_rate)
 
-    def one(key, table, closed_loop, noise_scale, k_safe):
+    def one(key, table, closed_loop, noise_scale, k_safe, cooling):
         k_data, k_init, k_mon, k_proxy, k_eval, k_train = jax.random.split(key, 6)
         g = mm.random_bijection(k_data, config.dim)
         mon = mm.sample_instances(k_mon, g, config.monitor, config.n, config.sigma)
@@ -165,7 +207,8 @@ def make_runner(config: Config, iterations: int, snapshot: bool):
             monitor=(mon.x, mon.y, mon.target), steps=config.steps, iterations=iterations,
             schedule=lambda t: table[t], controller=controller, closed_loop=closed_loop,
             check_every=config.check_every, noise_scale=noise_scale,
-            readout_eps=config.eval_eps,
+            readout_eps=config.eval_eps, loss=config.loss, cooling_drift=cooling,
+            cooling_decay=config.decay,
             snapshot_step=config.warmup_steps if snapshot else None)
         ev = mm.sample_instances(k_eval, g, config.eval_instances, config.n, config.sigma)
         logits = net.apply(out.params, ev.x, ev.y)
@@ -184,9 +227,11 @@ def make_runner(config: Config, iterations: int, snapshot: bool):
     return jax.jit(jax.vmap(one))
 
 
-def _call(runner, keys, tables, closed, noise, k_safe):
+def _call(runner, keys, tables, closed, noise, k_safe, cooling=None):
+    cooling = np.zeros(len(closed), bool) if cooling is None else cooling
     args = (keys, jnp.asarray(tables, jnp.float32), jnp.asarray(closed),
-            jnp.asarray(noise, jnp.float32), jnp.asarray(k_safe, jnp.float32))
+            jnp.asarray(noise, jnp.float32), jnp.asarray(k_safe, jnp.float32),
+            jnp.asarray(cooling))
     t0 = time.perf_counter()
     compiled = runner.lower(*args).compile()
     t1 = time.perf_counter()
@@ -215,18 +260,19 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
             print(f"{NAME}: {message}", flush=True)
 
     # 1. Open-loop methods (the constant-eps0 run also gives the warmed-up model for QSA).
-    log(f"training {len(OPEN_LOOP)} open-loop methods x {s} seeds")
+    open_loop = config.open_loop()
+    log(f"training {len(open_loop)} open-loop methods x {s} seeds")
     rep = lambda x: np.repeat(np.asarray(x)[None], s, axis=0)  # noqa: E731
-    open_tables = np.concatenate([rep(tables[m]) for m in OPEN_LOOP])
-    noise = np.concatenate([np.full(s, config.gumbel_noise if m == "gumbel_sinkhorn" else 0.0)
-                            for m in OPEN_LOOP])
-    all_keys = jnp.concatenate([keys] * len(OPEN_LOOP))
+    open_tables = np.concatenate([rep(tables[m]) for m in open_loop])
+    noise = np.concatenate([np.full(s, config.gumbel_noise if m.startswith("gumbel") else 0.0)
+                            for m in open_loop])
+    all_keys = jnp.concatenate([keys] * len(open_loop))
     runner = make_runner(config, config.iterations, snapshot=True)
     out, c, r = _call(runner, all_keys, open_tables, np.zeros(len(noise), bool), noise,
                       np.ones(len(noise)))
     timings.update(open_loop_compile_seconds=c, open_loop_run_seconds=r)
     per_method = {m: {k: v[i * s:(i + 1) * s] for k, v in out.items()}
-                  for i, m in enumerate(OPEN_LOOP)}
+                  for i, m in enumerate(open_loop)}
 
     # 2. QSA (Phase I) on each seed's warmed-up model.
     t0 = time.perf_counter()
@@ -236,27 +282,32 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
     log(f"QSA: k_safe {np.round(k_safe, 4)}, eps_c {np.round([q.eps_c for q in qsa], 4)}")
     usable = np.where(np.isfinite(k_safe), k_safe, np.inf)  # no collapse found: never brake
 
-    # 3. EPH-ASC (Phase II) with safety 1 and the ablation safeties, same K.
-    safeties = (1.0,) + SAFETY_ABLATION
-    eph_names = ["eph_asc"] + [f"eph_asc_s{f:g}" for f in SAFETY_ABLATION]
-    n_eph = len(safeties) * s
-    log(f"training EPH-ASC x {len(safeties)} safety factors x {s} seeds")
-    eph_keys = jnp.concatenate([keys] * len(safeties))
-    eph_k_safe = np.concatenate([usable * f for f in safeties])
-    total = len(OPEN_LOOP) * s
-    if config.steps <= SHORT_RUN:
+    # 3. EPH-ASC (Phase II). The method: cooling drift (like QSA's, at fixed parameters), so
+    # the threshold is QSA's k_safe at eps_k = decay * eps; ablations: safety factors, and the
+    # total drift since the last check (learning included) against QSA's k_safe as is.
+    variants = [(name, f, True) for name, f in EPH_COOLING] + [(EPH_TOTAL, 1.0, False)]
+    eph_names = [name for name, _, _ in variants]
+    n_eph = len(variants) * s
+    log(f"training EPH-ASC x {len(variants)} variants x {s} seeds")
+    eph_keys = jnp.concatenate([keys] * len(variants))
+    eph_k_safe = np.concatenate([usable * f * (config.decay if cool else 1.0)
+                                 for _, f, cool in variants])
+    eph_cooling = np.concatenate([np.full(s, cool) for _, _, cool in variants])
+    total = len(open_loop) * s
+    if config.steps <= SHORT_RUN and total >= n_eph:
         # Short runs: compiling dominates, so pad to the open-loop batch and reuse its program.
         pad = lambda x: np.resize(np.asarray(x), (total,) + np.shape(x)[1:])  # noqa: E731
-        eph_runner, eph_keys, eph_k_safe = runner, pad(eph_keys), pad(eph_k_safe)
+        eph_runner = runner
+        eph_keys, eph_k_safe, eph_cooling = pad(eph_keys), pad(eph_k_safe), pad(eph_cooling)
     else:
         eph_runner, total = make_runner(config, config.iterations, snapshot=False), n_eph
     out, c, r = _call(eph_runner, jnp.asarray(eph_keys), np.zeros((total, config.steps)),
-                      np.ones(total, bool), np.zeros(total), eph_k_safe)
+                      np.ones(total, bool), np.zeros(total), eph_k_safe, eph_cooling)
     out = {k: v[:n_eph] for k, v in out.items()}
     timings.update(eph_asc_compile_seconds=c, eph_asc_run_seconds=r)
     for i, m in enumerate(eph_names):
         per_method[m] = {k: v[i * s:(i + 1) * s] for k, v in out.items()}
-    methods = list(OPEN_LOOP) + eph_names
+    methods = list(open_loop) + eph_names
 
     # 4. Ablation over K (QSA's k_safe from the main K, as a user would reuse it).
     ablation = {}
@@ -267,18 +318,22 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
         closed = np.concatenate([np.full(s, m == "eph_asc") for m in names])
         out, c, r = _call(make_runner(config, k, snapshot=False),
                           jnp.concatenate([keys] * len(names)), tab, closed,
-                          np.zeros(len(closed)), np.concatenate([usable] * len(names)))
+                          np.zeros(len(closed)), np.concatenate([usable * config.decay] * len(names)),
+                          closed)
         timings[f"ablation_k{k}_seconds"] = c + r
         for i, m in enumerate(names):
             ablation[(m, k)] = {key: v[i * s:(i + 1) * s] for key, v in out.items()}
 
-    metrics = {m: run_metrics(per_method[m], config, k_safe, qsa) for m in methods}
-    ablation_metrics = {mk: run_metrics(v, config, k_safe, qsa) for mk, v in ablation.items()}
+    reference = best_final_accuracy(per_method)
+    metrics = {m: run_metrics(per_method[m], config, k_safe, qsa, reference) for m in methods}
+    ablation_metrics = {mk: run_metrics(v, config, k_safe, qsa, reference)
+                        for mk, v in ablation.items()}
     arrays = {"methods": np.array(methods), "eps_c": np.array([q.eps_c for q in qsa]),
               "k_safe": k_safe, "qsa_eps": qsa[0].trace.eps,
               "qsa_batch_drift": np.stack([q.trace.batch_drift for q in qsa])}
     for name in ("eps", "grad_norm", "loss", "accuracy", "check_eps", "check_drift",
-                 "check_braked", "monitor_accuracy", "marginal_error"):
+                 "check_braked", "monitor_accuracy", "marginal_error", "check_learning_drift",
+                 "check_cooling_drift", "check_sigma2", "check_gap"):
         arrays[name] = np.stack([per_method[m][name] for m in methods])
     for name in ("hard_accuracy_eval", "confident_wrong_final", "steps_to_target",
                  "grad_spikes"):
@@ -324,8 +379,15 @@ def spikes(grad_norm: np.ndarray, factor: float, window: int) -> np.ndarray:
     return counts
 
 
-def run_metrics(out: dict, config: Config, k_safe: np.ndarray, qsa: list) -> dict:
-    """Per-seed metrics of one method (arrays of shape (seeds,))."""
+def best_final_accuracy(per_method: dict) -> np.ndarray:
+    """Per seed: the best final monitor accuracy (mean of the last 3 checks) over methods."""
+    return np.max([m["monitor_accuracy"][:, -3:].mean(1) for m in per_method.values()], 0)
+
+
+def run_metrics(out: dict, config: Config, k_safe: np.ndarray, qsa: list,
+                reference: np.ndarray) -> dict:
+    """Per-seed metrics of one method (arrays of shape (seeds,)); ``reference`` is the
+    per-seed accuracy that ``config.target`` is a fraction of."""
     m = {}
     for label in ("eval", "final"):
         acc, perfect, cw = _confident_wrong_and_accuracy(
@@ -333,7 +395,7 @@ def run_metrics(out: dict, config: Config, k_safe: np.ndarray, qsa: list) -> dic
         m[f"hard_accuracy_{label}"], m[f"perfect_{label}"] = acc, perfect
         m[f"confident_wrong_{label}"] = cw
     check_step = config.check_every * (1 + np.arange(out["monitor_accuracy"].shape[1]))
-    hit = out["monitor_accuracy"] >= config.target
+    hit = out["monitor_accuracy"] >= config.target * reference[:, None]
     m["steps_to_target"] = np.where(hit.any(1), check_step[np.argmax(hit, 1)], np.nan)
     g = out["grad_norm"].astype(np.float64)
     m["grad_p50"] = np.nanpercentile(g, 50, axis=1)
@@ -349,8 +411,16 @@ def run_metrics(out: dict, config: Config, k_safe: np.ndarray, qsa: list) -> dic
                      np.nan)
     m["first_brake_eps"] = first
     m["eps_c"] = np.array([q.eps_c for q in qsa])
-    # The controller's rule applied to this method's own drift (what EPH-ASC would have done).
-    m["threshold_violations"] = (out["check_drift"] > k_safe[:, None] * out["check_eps"]).mean(1)
+    # The controller's rule applied to this method's own drifts (what EPH-ASC would have
+    # done): total drift against k_safe eps, cooling drift against k_safe decay eps.
+    threshold = k_safe[:, None] * out["check_eps"]
+    m["threshold_violations"] = (out["check_drift"] > threshold).mean(1)
+    m["cooling_violations"] = (out["check_cooling_drift"] > config.decay * threshold).mean(1)
+    m["learning_drift"] = np.median(out["check_learning_drift"], 1)
+    m["cooling_drift"] = np.median(out["check_cooling_drift"], 1)
+    m["sigma2_final"] = out["check_sigma2"][:, -1].astype(np.float64)
+    m["gap_final"] = out["check_gap"][:, -1].astype(np.float64)
+    m["gap_min"] = out["check_gap"].min(1).astype(np.float64)
     m["marginal_error_final"] = out["marginal_error"][:, -20:].max(1)
     m["eval_marginal_error"] = out["eval_marginal_error_eval"]
     m["monitor_accuracy_final"] = out["monitor_accuracy"][:, -1]
@@ -380,6 +450,12 @@ def summary_row(method: str, m: dict, config: Config, iterations: int) -> dict:
     row["reached_target"] = int(reached.sum())
     row["brake_fraction"] = float(np.mean(m["brake_fraction"]))
     row["threshold_violations"] = float(np.mean(m["threshold_violations"]))
+    row["cooling_violations"] = float(np.mean(m["cooling_violations"]))
+    for key in ("learning_drift", "cooling_drift"):
+        row[key] = float(np.median(m[key]))
+    row["sigma2_final"], row["gap_final"] = (float(np.mean(m[k])) for k in ("sigma2_final",
+                                                                              "gap_final"))
+    row["gap_min"] = float(np.min(m["gap_min"]))
     row["first_brake_eps"] = _stat(m["first_brake_eps"])[0]
     for key in ("grad_p50", "grad_p99"):
         row[key] = float(np.median(m[key]))
@@ -449,35 +525,47 @@ def judge(rows: list[dict], metrics: dict, config: Config, qsa: list) -> list[Cl
         "2 standard errors",
     ))
 
-    # 2. Speed against Gumbel-Sinkhorn: steps to target accuracy, warm-up counted for EPH-ASC.
-    gum, e = metrics["gumbel_sinkhorn"]["steps_to_target"], metrics["eph_asc"]["steps_to_target"]
+    # 2. Speed against Gumbel-Sinkhorn (each tau; the verdict against the fastest tau, a
+    # tuning on the same seeds that favours Gumbel): steps to target, warm-up counted.
+    e = metrics["eph_asc"]["steps_to_target"]
+    taus = {gumbel_name(t): t for t in config.gumbel_taus}
+
+    def tau_key(name):
+        x = metrics[name]["steps_to_target"]
+        return (-int(np.isfinite(x).sum()), np.nanmean(x) if np.isfinite(x).any() else np.inf)
+
+    best_name = min(taus, key=tau_key)
+    per_tau = "; ".join(
+        f"tau {t:g}: {by[n]['steps_to_target']:.0f} +- {by[n]['steps_to_target_std']:.0f} steps "
+        f"({by[n]['reached_target']}/{s} reach), accuracy {_pm(by[n], 'accuracy')}"
+        for n, t in taus.items())
+    gum = metrics[best_name]["steps_to_target"]
     both = np.isfinite(e) & np.isfinite(gum)
     if both.any():
         gum, e = gum[both], e[both]
         ratio = gum / (e + config.warmup_steps)
         speed = float(np.mean(ratio))
         verdict = HOLDS if speed >= 1.6 * 0.8 else (PARTLY if speed > 1.1 else FAILS)
-        measured = (f"steps to {config.target:.0%} monitor accuracy (row argmax at eps "
-                    f"{config.eval_eps:g}) in the {int(both.sum())}/{s} seeds where both reach "
-                    f"it: Gumbel-Sinkhorn {np.mean(gum):.0f} +- {_std(gum):.0f}, EPH-ASC "
+        measured = (f"steps to {config.target:.0%} of the seed's best final monitor accuracy "
+                    f"(row argmax at eps {config.eval_eps:g}) in the {int(both.sum())}/{s} "
+                    f"seeds where both reach it: Gumbel-Sinkhorn (best tau "
+                    f"{taus[best_name]:g}) {np.mean(gum):.0f} +- {_std(gum):.0f}, EPH-ASC "
                     f"{np.mean(e):.0f} +- {_std(e):.0f} (+{config.warmup_steps} warm-up steps "
                     f"for QSA); speed-up {speed:.2f}x with the warm-up, "
                     f"{float(np.mean(gum / e)):.2f}x without (paired, per seed with warm-up "
                     f"{np.round(ratio, 2).tolist()})")
     else:
         verdict = UNRESOLVED
-        measured = (f"target {config.target:.0%} reached by Gumbel-Sinkhorn in "
+        measured = (f"target reached by Gumbel-Sinkhorn (tau {taus[best_name]:g}) in "
                     f"{int(np.isfinite(gum).sum())}/{s} seeds, by EPH-ASC in "
                     f"{int(np.isfinite(e).sum())}/{s}")
-    gr = by["gumbel_sinkhorn"]
     claims.append(Claim(
         "EPH-ASC (vs Gumbel)", "EPH-ASC converges 1.6x faster than Gumbel-Sinkhorn",
-        measured + f"; final accuracy Gumbel {_pm(gr, 'accuracy')} vs EPH-ASC "
-        f"{_pm(eph, 'accuracy')}",
+        measured + f"; EPH-ASC accuracy {_pm(eph, 'accuracy')}; Gumbel per tau: {per_tau}",
         verdict,
         "speed = optimizer steps (same K, batch and model: compute-matched per step); holds "
-        f"if >= {1.6 * 0.8:.2f}x, partly if > 1.1x; Gumbel tau {config.gumbel_tau:g}, noise "
-        f"{config.gumbel_noise:g}, not tuned",
+        f"if >= {1.6 * 0.8:.2f}x, partly if > 1.1x; Gumbel noise {config.gumbel_noise:g}, "
+        "tau chosen as the fastest on these seeds",
     ))
 
     # 3. Does the open-loop eps^2 schedule do as well as the closed loop?
@@ -533,21 +621,27 @@ def _findings(rows, ablation_rows, metrics, config, qsa) -> str:
            const["accuracy_mean"] + const["accuracy_std"] >= best["accuracy_mean"] else "."),
         f"- QSA per seed: k_safe {[round(q['k_safe'], 4) for q in qsa]}, eps_c "
         f"{[round(q['eps_c'], 4) for q in qsa]}, criteria {[list(q['criteria']) for q in qsa]}.",
-        f"- EPH-ASC first braked at eps {_fmt_list(metrics['eph_asc']['first_brake_eps'])} "
-        f"(eps0 = {config.eps0:g}) and braked {by['eph_asc']['brake_fraction']:.0%} of its "
-        f"checks, reaching eps {by['eph_asc']['eps_reached']:.3g}. Its runtime drift (every "
-        f"{config.check_every} steps) includes the learning drift of the encoders, which QSA's "
-        "sweep at fixed parameters does not see, so the calibrated k_safe brakes early; open-loop "
-        "schedules exceed the same threshold at most checks without any loss in accuracy.",
+        f"- EPH-ASC (cooling drift, like QSA's) first braked at eps "
+        f"{_fmt_list(metrics['eph_asc']['first_brake_eps'])} (eps0 = {config.eps0:g}), braked "
+        f"{by['eph_asc']['brake_fraction']:.0%} of its checks and reached eps "
+        f"{by['eph_asc']['eps_reached']:.3g}; on the total drift (learning included) it first "
+        f"braked at {_fmt_list(metrics[EPH_TOTAL]['first_brake_eps'])}, braked "
+        f"{by[EPH_TOTAL]['brake_fraction']:.0%} and reached {by[EPH_TOTAL]['eps_reached']:.3g}. "
+        f"Median drift per check: learning {by[EPH_TOTAL]['learning_drift']:.3g} vs cooling "
+        f"{by[EPH_TOTAL]['cooling_drift']:.3g} (EPH-ASC on total drift); learning "
+        f"{by['constant_eps0']['learning_drift']:.3g} at constant eps0.",
+        "- Solver gap 1 - sigma_2^2 (monitor plans, median over instances) at the last check: "
+        + ", ".join(f"{r['schedule']} {r['gap_final']:.2g}" for r in rows)
+        + f" (stall when below c/K = 1/{config.iterations}).",
         "- Hungarian on log P is eps-independent for converged Sinkhorn, so accuracies here use "
         "Hungarian on P; steps to target use the monitor batch's row-argmax accuracy at the "
         "common eval eps every check.",
         "", "## Per method (mean +- std over seeds)", "",
         "| method | acc @eval eps | acc @own final eps | perfect | conf. wrong (final eps) | "
         "conf. wrong (eval eps) | steps to target (reached) | eps reached | brake frac. | "
-        "threshold violations | grad p50/p99/max | spikes | NaN steps | marg. err. (train, "
-        "last 20) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "violations total/cooling | drift learning/cooling | sigma_2 / gap (last) | "
+        "grad p50/p99/max | spikes | NaN steps | marg. err. (train, last 20) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
@@ -556,11 +650,16 @@ def _findings(rows, ablation_rows, metrics, config, qsa) -> str:
             f"{_pm(r, 'confident_wrong_eval_eps')} | {r['steps_to_target']:.0f} +- "
             f"{r['steps_to_target_std']:.0f} ({r['reached_target']}/{r['seeds']}) | "
             f"{r['eps_reached']:.3g} | {r['brake_fraction']:.2f} | "
-            f"{r['threshold_violations']:.2f} | {r['grad_p50']:.3g}/{r['grad_p99']:.3g}/"
+            f"{r['threshold_violations']:.2f}/{r['cooling_violations']:.2f} | "
+            f"{r['learning_drift']:.3g}/{r['cooling_drift']:.3g} | "
+            f"{r['sigma2_final']:.3f} / {r['gap_final']:.2g} | {r['grad_p50']:.3g}/{r['grad_p99']:.3g}/"
             f"{r['grad_max']:.3g} | {r['grad_spikes']:.1f} | {r['nans']} | "
             f"{r['marginal_error_final']:.2g} |")
-    lines += ["", "Threshold violations: fraction of checks whose monitor drift exceeded "
-              "k_safe * eps (the seed's QSA k_safe), i.e. where EPH-ASC would have braked.", ""]
+    lines += ["", "Violations: fraction of checks where the method's total drift exceeded "
+              "k_safe * eps, or its cooling drift k_safe * decay * eps (the seed's QSA "
+              "k_safe), i.e. where EPH-ASC on that drift would have braked. Drift learning: "
+              "monitor plan change over a block at fixed eps; cooling: change of one cooling "
+              "step at fixed parameters (medians over checks and seeds).", ""]
     if ablation_rows:
         lines += ["## Ablation over Sinkhorn sweeps K (log domain; k_safe from the main K)", "",
                   "| method | K | acc @eval eps | conf. wrong | eps reached | brake frac. | "
@@ -609,13 +708,14 @@ def figures(run_dir: Path, config: Config) -> list[Path]:
     for s in range(a["check_drift"].shape[1]):
         ax.plot(checks, a["check_drift"][i, s], color=colors[s % len(colors)], lw=1,
                 label=f"seed {s} drift")
-        ax.plot(checks, a["k_safe"][s] * a["check_eps"][i, s], color=colors[s % len(colors)],
-                ls=":", lw=1)
+        # eph_asc runs on the cooling drift: QSA's threshold at eps_k = decay * eps.
+        ax.plot(checks, a["k_safe"][s] * config.decay * a["check_eps"][i, s],
+                color=colors[s % len(colors)], ls=":", lw=1)
         braked = a["check_braked"][i, s].astype(bool)
         ax.plot(checks[braked], a["check_drift"][i, s][braked], "x",
                 color=colors[s % len(colors)], ms=4)
     ax.set(yscale="log", xlabel="step", ylabel="drift",
-           title="EPH-ASC: monitor drift (solid), k_safe eps (dotted), brakes (x)")
+           title="EPH-ASC: cooling drift (solid), k_safe decay eps (dotted), brakes (x)")
     for ax in axes.flat:
         ax.legend(fontsize=6, ncol=2)
     return [plot._save(fig, run_dir / "matching.png")]
@@ -626,7 +726,7 @@ EXPERIMENT = Experiment(
     summary="Toy A: annealing schedules, EPH-ASC (QSA + controller) and Gumbel-Sinkhorn "
     "on noisy point matching with small flax encoders",
     config_cls=Config,
-    quick={"seeds": 3, "steps": 400, "warmup_steps": 50, "eval_instances": 64,
-           "ablation_iterations": ()},
+    quick={"seeds": 3, "steps": 200, "warmup_steps": 50, "eval_instances": 64,
+           "gumbel_taus": (0.1,), "ablation_iterations": ()},
     run=run,
 )

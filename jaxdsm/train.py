@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import optax
 from jax import lax
 
-from jaxdsm import _checks, anneal
+from jaxdsm import _checks, anneal, spectra
 
 # (params, x, y) -> logits (..., N, N)
 ApplyFn = Callable[[object, jax.Array, jax.Array], jax.Array]
@@ -40,7 +40,12 @@ class History(NamedTuple):
     check; always false open-loop), drift (the controller's last measured drift).
     Per check (after steps check_every, 2 check_every, ...): check_drift, check_threshold,
     check_braked, check_eps (eps the monitor plan was measured at), monitor_accuracy
-    (row-argmax accuracy of the monitor batch at ``readout_eps``).
+    (row-argmax accuracy of the monitor batch at ``readout_eps``), check_learning_drift
+    (monitor plan change over the block at the block's fixed eps: the encoders' learning),
+    check_cooling_drift (change from eps to cooling_decay * eps at the new, fixed
+    parameters: QSA's drift), check_sigma2 (median over the monitor batch of sigma_2 of
+    its plan, a DSM = n x the unit-mass plan; ``spectra.sigma2``) and check_gap (median of
+    the solver gap 1 - sigma_2^2).
     """
 
     loss: jax.Array
@@ -56,6 +61,10 @@ class History(NamedTuple):
     check_braked: jax.Array
     check_eps: jax.Array
     monitor_accuracy: jax.Array
+    check_learning_drift: jax.Array
+    check_cooling_drift: jax.Array
+    check_sigma2: jax.Array
+    check_gap: jax.Array
 
 
 class TrainResult(NamedTuple):
@@ -68,6 +77,19 @@ def permutation_loss(log_plan: jax.Array, target: jax.Array) -> jax.Array:
     """-mean over instances and rows of log P[i, target_i]."""
     picked = jnp.take_along_axis(log_plan, target[..., None], axis=-1)[..., 0]
     return -jnp.mean(picked)
+
+
+def plan_l2_loss(log_plan: jax.Array, target: jax.Array) -> jax.Array:
+    """mean over instances of ||P - Pi||_F^2 / N, Pi the target permutation matrix.
+
+    Unlike the cross-entropy, its gradient vanishes on a confidently wrong row (P saturated
+    at a wrong vertex), so a plan frozen too early cannot be pulled back (ours)."""
+    n = log_plan.shape[-1]
+    truth = jax.nn.one_hot(target, n, dtype=log_plan.dtype)
+    return jnp.mean(jnp.sum(jnp.square(jnp.exp(log_plan) - truth), axis=(-2, -1))) / n
+
+
+LOSSES = {"ce": permutation_loss, "l2": plan_l2_loss}
 
 
 def row_accuracy(scores: jax.Array, target: jax.Array) -> jax.Array:
@@ -92,6 +114,9 @@ def train(
     noise_scale=0.0,
     readout_eps=None,
     snapshot_step: int | None = None,
+    loss: str = "ce",
+    cooling_drift=False,
+    cooling_decay=0.95,
 ) -> TrainResult:
     """Trains ``params`` for ``steps`` optimizer steps; pure (jit/vmap it from outside).
 
@@ -114,10 +139,18 @@ def train(
       check_every: steps per block (static).
       noise_scale: Gumbel noise scale on the logits (traced; 0 = plain Sinkhorn).
       readout_eps: eps of the monitor accuracy (default: the block's eps).
+      loss: "ce" (permutation cross-entropy) or "l2" (``plan_l2_loss``).
+      cooling_drift: bool (traced allowed): feed the controller the cooling drift (the
+        plan change of one cooling step, eps -> cooling_decay * eps, at the current fixed
+        parameters) instead of the total drift since the last check (which includes the
+        learning). QSA's sweep measures the former at eps_k = cooling_decay * eps, so pass
+        k_safe * cooling_decay^p to the controller for the same threshold.
+      cooling_decay: the factor of the cooling drift (traced; the controller's decay).
       snapshot_step: also return the params after this many steps (a multiple of
         ``check_every``).
     """
     steps = _checks.check_positive_int(steps, "steps")
+    loss_of_plan = LOSSES[_checks.check_choice(loss, LOSSES, "loss")]
     iterations = _checks.check_positive_int(iterations, "iterations")
     check_every = _checks.check_positive_int(check_every, "check_every")
     if steps % check_every:
@@ -128,8 +161,8 @@ def train(
     if closed_loop is None:
         closed_loop = controller is not None
     if controller is None:
-        # A controller that never brakes (infinite k_safe) only measures the drift.
-        controller = anneal.eph_asc(1.0, eps_min=1.0, decay=1.0, k_safe=jnp.inf)
+        # A controller that never brakes (huge k_safe) only measures the drift.
+        controller = anneal.eph_asc(1.0, eps_min=1.0, decay=1.0, k_safe=1e30)
     mx, my, mtarget = monitor
 
     def monitor_plan(params, eps):
@@ -139,8 +172,8 @@ def train(
         logits = apply_fn(params, x, y)
         noise = jax.random.gumbel(noise_key, logits.shape, logits.dtype)
         out = anneal.sinkhorn_layer(logits + noise_scale * noise, eps, iterations=iterations)
-        loss = permutation_loss(out.log_plan, target)
-        return loss, (row_accuracy(out.log_plan, target), jnp.max(out.marginal_error))
+        value = loss_of_plan(out.log_plan, target)
+        return value, (row_accuracy(out.log_plan, target), jnp.max(out.marginal_error))
 
     grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
@@ -160,19 +193,33 @@ def train(
     def block(carry, b):
         params, opt_state, ctrl, snapshot = carry
         first = b * check_every
+        start_params = params
         inner = (params, opt_state, ctrl, ctrl.eps)
         (params, opt_state, _, _), records = lax.scan(
             train_step, inner, first + jnp.arange(check_every))
         eps = records[1][-1]  # the eps of the block's last step
-        ctrl, info = controller.update(ctrl, monitor_plan(params, eps))
+        plan = monitor_plan(params, eps)
+        # The drift split at this check: learning = new params at the block's eps; cooling =
+        # the next cooling step at the new, fixed params (what QSA's sweep measures).
+        learning = anneal.drift(plan, monitor_plan(start_params, eps))
+        cooled_plan = monitor_plan(params, cooling_decay * eps)
+        cooling = anneal.drift(cooled_plan, plan)
+        # Total drift: plan against the last check's; cooling drift: the cooled plan against
+        # this one (the controller's threshold then has to be rescaled by the caller).
+        previous = jnp.where(cooling_drift, plan, ctrl.previous_plan)
+        ctrl, info = controller.update(ctrl._replace(previous_plan=previous),
+                                       jnp.where(cooling_drift, cooled_plan, plan))
+        ctrl = ctrl._replace(previous_plan=plan)
         if snapshot_step is not None:
             snapshot = jax.tree.map(
                 lambda s, p: jnp.where(first + check_every == snapshot_step, p, s),
                 snapshot, params)
         readout = eps if readout_eps is None else readout_eps
         monitor_acc = row_accuracy(monitor_plan(params, readout), mtarget)
+        sigma2 = spectra.sigma2(plan)
         # An open-loop run's controller only measures: its brakes would be meaningless.
-        checks = (info.drift, info.threshold, info.braked & closed_loop, eps, monitor_acc)
+        checks = (info.drift, info.threshold, info.braked & closed_loop, eps, monitor_acc,
+                  learning, cooling, jnp.median(sigma2), jnp.median(1 - sigma2**2))
         return (params, opt_state, ctrl, snapshot), (records, checks)
 
     eps_start = jnp.where(closed_loop, controller.init(jnp.zeros(())).eps, schedule(0))

@@ -12,6 +12,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+import reference
 import scipy.optimize
 
 from experiments import matching as mt
@@ -161,6 +162,55 @@ def test_closed_loop_follows_the_controller_rule_on_recorded_drifts(runs):
     np.testing.assert_allclose(runs["drift"][2][CHECK::CHECK], drift[:-1], rtol=1e-6)
 
 
+def test_drift_split_sigma2_and_cooling_controller_at_fixed_parameters():
+    """Learning rate 0: the learning drift is 0, the cooling drift, sigma_2 and the gap are
+    those of float64 log-domain Sinkhorn plans of the fixed logits, and the controller on the
+    cooling drift follows the EPH-ASC rule on those reference drifts."""
+    net = mm.Matcher(hidden=16, features=4, depth=1)
+    g = mm.random_bijection(jax.random.PRNGKey(21), 2)
+    mon = mm.sample_instances(jax.random.PRNGKey(22), g, 5, N, 0.3)
+    params = net.init(jax.random.PRNGKey(23), mon.x[:1], mon.y[:1])
+    cost = -np.asarray(net.apply(params, mon.x, mon.y), np.float64)
+    decay, checks, iterations = 0.8, 12, 20
+
+    def plan(eps):
+        return reference.algorithm1_log(cost, eps, iterations)
+
+    def ref_drift(a, b):
+        return np.sqrt(np.mean(np.sum((a - b) ** 2, axis=(-2, -1))))
+
+    grid = decay ** np.arange(checks + 1)
+    ratio = np.array([ref_drift(plan(decay * e), plan(e)) / e for e in grid])
+    k_safe = 1.001 * ratio[:3].max()  # cools at least three times
+    by_hand, eps = [], 1.0
+    for _ in range(checks):
+        by_hand.append(eps)
+        if ref_drift(plan(decay * eps), plan(eps)) <= k_safe * eps:
+            eps = max(0.01, decay * eps)
+
+    def batch(k):
+        inst = mm.sample_instances(k, g, 4, N, 0.3)
+        return inst.x, inst.y, inst.target
+
+    controller = anneal.eph_asc(1.0, eps_min=0.01, decay=decay, k_safe=k_safe)
+    hist = jax.jit(lambda: train.train(
+        net.apply, params, optax.sgd(0.0), key=jax.random.PRNGKey(24), sample_batch=batch,
+        monitor=(mon.x, mon.y, mon.target), steps=2 * checks, iterations=iterations,
+        schedule=anneal.constant(1.0), controller=controller, check_every=2,
+        cooling_drift=True, cooling_decay=decay).history)()
+    assert sum(e > by_hand[-1] for e in by_hand) >= 3
+    np.testing.assert_allclose(hist.check_eps, by_hand, rtol=1e-5)
+    np.testing.assert_array_equal(hist.check_learning_drift, 0.0)
+    plans = [plan(e) for e in by_hand]
+    cooling = [ref_drift(plan(decay * e), p) for e, p in zip(by_hand, plans)]
+    np.testing.assert_allclose(hist.check_cooling_drift, cooling, rtol=2e-3, atol=1e-6)
+    np.testing.assert_allclose(hist.check_drift, hist.check_cooling_drift, rtol=1e-6)
+    sigma2 = np.array([np.linalg.svd(p, compute_uv=False)[:, 1] for p in plans])
+    np.testing.assert_allclose(hist.check_sigma2, np.median(sigma2, 1), rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(hist.check_gap, np.median(1 - sigma2**2, 1), rtol=1e-3,
+                               atol=1e-5)
+
+
 def test_spikes_against_a_running_median():
     g = np.ones((2, 100))
     g[0, 60] = 11.0  # > 10 x median 1
@@ -179,6 +229,9 @@ def test_spikes_against_a_running_median():
     (dict(n=1), "n"),
     (dict(ablation_iterations=(0,)), "ablation_iterations"),
     (dict(target=1.0), "target"),
+    (dict(gumbel_taus=()), "gumbel_taus"),
+    (dict(gumbel_taus=(0.0,)), "gumbel_taus"),
+    (dict(loss="mse"), "loss"),
 ])
 def test_invalid_config_raises(change, message):
     with pytest.raises(ValueError, match=message):
@@ -203,8 +256,9 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
                  "claims.json", "matching.png"):
         assert (run_dir / name).exists(), name
     rows = results.read_csv(run_dir / "summary.csv")
-    assert [r["schedule"] for r in rows] == list(mt.OPEN_LOOP) + ["eph_asc", "eph_asc_s0.5",
-                                                                  "eph_asc_s2"]
+    methods = list(TINY.open_loop()) + ["eph_asc", "eph_asc_s0.5", "eph_asc_s2",
+                                        "eph_asc_total"]
+    assert [r["schedule"] for r in rows] == methods
     for column in ("schedule", "seeds", "accuracy_mean", "accuracy_std", "eps_reached",
                    "brake_fraction", "grad_spikes", "steps_to_target"):
         assert column in rows[0]
@@ -216,10 +270,10 @@ def test_tiny_run_writes_the_run_folder(tmp_path):
     assert [c.source for c in claims] == ["EPH-ASC (collapse)", "EPH-ASC (vs Gumbel)",
                                           "EPH-ASC (speed limit)", "EPH-ASC (QSA)"]
     arrays = results.read_npz(run_dir / "arrays.npz")
-    assert arrays["eps"].shape == (10, 2, 40)
+    assert arrays["eps"].shape == (len(methods), 2, 40)
     # The open-loop eps rows are the schedules themselves.
     schedules = TINY.schedules()
-    for i, name in enumerate(mt.OPEN_LOOP):
+    for i, name in enumerate(TINY.open_loop()):
         np.testing.assert_allclose(arrays["eps"][i, 0], schedules[name](jnp.arange(40)),
                                    rtol=1e-6)
     saved = results.read_json(run_dir / "config.json")["config"]
