@@ -8,6 +8,7 @@ from experiments import (
     matching,
     orthogonal_collapse,
     residual_stagnation,
+    scaling,
     spectral_gap,
 )
 from experiments.common import Experiment, execute
@@ -22,6 +23,7 @@ EXPERIMENTS: dict[str, Experiment] = {
         residual_stagnation.EXPERIMENT,
         bounds.EXPERIMENT,
         matching.EXPERIMENT,
+        scaling.EXPERIMENT,
     )
 }
 

@@ -49,6 +49,7 @@ class Experiment:
     config_cls: type
     quick: dict  # field overrides for --quick
     run: Callable[[object, Path, bool], RunOutput]  # (config, run_dir, progress)
+    reproduce: bool = True  # run by `jaxdsm reproduce` (False: tools such as benchmarks)
 
 
 def field_help(text: str, **kwargs):

@@ -109,6 +109,8 @@ def _reproduce(args) -> int:
     out = Path(args.out)
     sections, measured = [], {}
     for name, experiment in _experiments().items():
+        if not experiment.reproduce:
+            continue
         print(f"== {name}: {experiment.summary}", file=sys.stderr)
         config = experiment.config_cls(**(experiment.quick if args.quick else {}))
         run_dir = execute(experiment, config, out=out, progress=not args.no_progress)
