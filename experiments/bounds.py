@@ -696,7 +696,7 @@ def judge(rows: list[dict], stats: dict, config: Config) -> list[Claim]:
         f"violated at {sum(r['violated'] for r in one)} of {len(one)} (t, side) points; the lower "
         f"tail is far lighter: exact {lower['exact']:.2g} vs upper {upper['exact']:.2g} at "
         f"t={upper['x']:.2g} (bound {upper['bound']:.2g})",
-        _tail_verdict(one), conf,
+        CONTEXT, f"a standard bound, not the paper's: {_tail_verdict(one)}; {conf}",
     ))
     eps_rows = _rows(rows, "appendix_a_eps")
     claims.append(Claim(
@@ -857,7 +857,8 @@ def _wedin_claims(rows, stats: dict, config: Config) -> list[Claim]:
         "<= 2 ||E||_2 / Delta (Weyl)",
         f"max ratio over all {stats['wedin_samples']} pairs: {tb_worst:.7f} (tight for the "
         "adversarial family)",
-        HOLDS if all(r["holds"] for r in textbook) else FAILS,
+        CONTEXT, "the textbook statement, not the paper's: "
+        + (HOLDS if all(r["holds"] for r in textbook) else FAILS),
     ))
     return claims
 

@@ -123,7 +123,7 @@ def _reproduce(args) -> int:
         print(f"wrote {run_dir}", file=sys.stderr)
     head = ["# jaxdsm reproduce", "",
             f"Settings: {'--quick' if args.quick else 'paper defaults'}.", "",
-            "## Every claim of the paper", "", index_table(measured), ""]
+            "## Every claim of the papers", "", index_table(measured), ""]
     if unknown_sources(measured):
         head += [f"Claims citing no known paper statement: {unknown_sources(measured)}", ""]
     if not _writer():
