@@ -17,9 +17,9 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from experiments.common import FAILS, HOLDS, PARTLY, Claim, Experiment, RunOutput
+from experiments.common import FAILS, HOLDS, PARTLY, Claim, Experiment, RunOutput, sweep_one_size
 from experiments.common import field_help as F
-from jaxdsm import _checks, bounds, plot, results, signal, sinkhorn, spectra, sweep
+from jaxdsm import _checks, bounds, plot, results, signal, sinkhorn, spectra
 
 NAME = "orthogonal-collapse"
 
@@ -82,20 +82,11 @@ def measure(config: Config):
 
 
 def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
-    temperatures = config.temperature_grid()
-    swept = sweep.run_grid(
-        measure(config), sizes=(config.n,), temperatures=temperatures, trials=config.trials,
-        chunk_size=config.chunk_size, microbatch=config.microbatch or None, seed=config.seed,
-        trials_per_seed=config.trials_per_seed, chunk_dir=run_dir / "chunks", progress=progress,
-        description=NAME,
-    )
-    arrays = {k: v[0] for k, v in swept.arrays.items()}  # one n: drop the size axis
-    arrays["temperature"] = temperatures
-    results.write_npz(run_dir / "arrays.npz", arrays)
+    arrays, timings = sweep_one_size(measure(config), config, run_dir, progress, NAME)
     rows = summarize(arrays, config)
     results.write_csv(run_dir / "summary.csv", rows)
     plot.orthogonal_collapse_figures(run_dir, n=config.n, eps=config.eps)
-    return RunOutput(claims=judge(rows, config), timings=swept.report(), findings=_table(rows))
+    return RunOutput(claims=judge(rows, config), timings=timings, findings=_table(rows))
 
 
 def null_cdf(x, n: int):
