@@ -122,7 +122,8 @@ def execute(
             experiment=experiment.name,
             seeds=_seeds(config),
             wall_seconds=round(wall, 3),
-            timings={k: round(v, 3) for k, v in output.timings.items()},
+            timings={k: round(v, 3) if isinstance(v, float) else v
+                     for k, v in output.timings.items()},
             resumed=resume is not None,
         )
         results.write_json(run_dir / "manifest.json", manifest)  # written last: marks completion

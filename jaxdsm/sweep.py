@@ -82,10 +82,25 @@ def peak_memory() -> dict[str, float]:
     return peak
 
 
-def default_microbatch(backend: str | None = None) -> int:
-    """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy)."""
+# CPU: the bytes of one microbatch of n x n matrices that should stay in cache for all K
+# sweeps (half of a 2 MiB L2: the kernel and the matrix both live there). Measured: at n = 256
+# a microbatch of 4 took 1.2 ms per trial against 1.8 ms with 16 (BENCHMARKS.md).
+CPU_CACHE_BUDGET = 1 << 20
+
+
+def default_microbatch(backend: str | None = None, n: int | None = None, itemsize: int = 4) -> int:
+    """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy).
+
+    On CPU, 16, or fewer (a power of two) when 16 matrices of n x n would not fit
+    ``CPU_CACHE_BUDGET``.
+    """
     backend = backend or jax.default_backend()
-    return 16 if backend == "cpu" else 1024
+    if backend != "cpu":
+        return 1024
+    if n is None:
+        return 16
+    fits = max(1, CPU_CACHE_BUDGET // (n * n * itemsize))
+    return min(16, 1 << (fits.bit_length() - 1))
 
 
 def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, microbatch: int,
@@ -132,33 +147,36 @@ def run_grid(
     """Runs ``measure`` over the grid; returns arrays of shape (sizes, temperatures, trials, ...).
 
     ``chunk_size`` is rounded up to a multiple of ``microbatch`` (default:
-    ``default_microbatch()``) times the number of devices in ``mesh`` (default: all devices),
-    at least two such; results do not depend on ``chunk_size`` or on the mesh.
+    ``default_microbatch`` for each n) times the number of devices in ``mesh`` (default: all
+    devices), at least two such; results do not depend on ``chunk_size`` or on the mesh.
     """
     sizes = [_checks.check_n(n, "n") for n in sizes]
     trials = _checks.check_positive_int(trials, "trials")
-    microbatch = _checks.check_positive_int(microbatch or default_microbatch(), "microbatch")
+    if microbatch is not None:
+        _checks.check_positive_int(microbatch, "microbatch")
     mesh = mesh if mesh is not None else distributed.trial_mesh()
-    step = microbatch * mesh.size
-    chunk_size = min(_checks.check_positive_int(chunk_size, "chunk_size"), trials)
-    # At least two microbatches per device: XLA inlines a one-trip loop, and the code it
-    # then generates rounds differently (last-bit changes against longer chunks).
-    chunk_size = max(-(-chunk_size // step), 2) * step
+    _checks.check_positive_int(chunk_size, "chunk_size")
     _checks.check_positive_int(trials_per_seed, "trials_per_seed")
     _checks.check_temperature(temperatures, "temperatures")
     dtype = jnp.zeros(()).dtype  # float64 when the caller enabled x64
     if chunk_dir is not None and distributed.is_writer():
         Path(chunk_dir).mkdir(parents=True, exist_ok=True)
 
-    starts = list(range(0, trials, chunk_size))
+    # Per n: trials per vmapped program, and the chunk: a multiple of it on every device, at
+    # least two per device (XLA inlines a one-trip loop, and the code it then generates
+    # rounds differently: last-bit changes against longer chunks).
+    batch = {n: microbatch or default_microbatch(n=n, itemsize=dtype.itemsize) for n in sizes}
+    chunk = {n: max(-(-min(chunk_size, trials) // (batch[n] * mesh.size)), 2) * batch[n] * mesh.size
+             for n in sizes}
     grid = [(ni, n, ti, t, start) for ni, n in enumerate(sizes)
-            for ti, t in enumerate(temperatures) for start in starts]
+            for ti, t in enumerate(temperatures) for start in range(0, trials, chunk[n])]
     # The name holds the chunk's trials, so a resume with another chunk size or device count
     # recomputes instead of pairing files with the wrong trials.
-    names = [f"n{n}_t{ti}_from{start}_size{chunk_size}.npz" for _, n, ti, _, start in grid]
+    names = [f"n{n}_t{ti}_from{start}_size{chunk[n]}.npz" for _, n, ti, _, start in grid]
     finished = _finished_chunks(chunk_dir, names)
     per_point: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
-    result = SweepResult(arrays={}, timings={"microbatch": microbatch, "chunk_size": chunk_size,
+    result = SweepResult(arrays={}, timings={"microbatch": _one_or_all(batch),
+                                             "chunk_size": _one_or_all(chunk),
                                              "devices": mesh.size})
     compiled: dict[int, object] = {}  # n -> compiled chunk program
     bar = tqdm(total=len(grid), desc=description, unit="chunk", file=sys.stderr,
@@ -166,29 +184,29 @@ def run_grid(
     with bar:
         for (ni, n, ti, temperature, start), name, done in zip(grid, names, finished):
             # Pad the last chunk with copies of the final trial; dropped below.
-            idx = np.minimum(np.arange(start, start + chunk_size), trials - 1).astype(np.int32)
+            idx = np.minimum(np.arange(start, start + chunk[n]), trials - 1).astype(np.int32)
             idx = distributed.shard_trials(idx, mesh)
             t_value = jnp.asarray(temperature, dtype)
-            valid = min(chunk_size, trials - start)
+            valid = min(chunk[n], trials - start)
             if n not in compiled:
                 fn = make_chunk_fn(measure, n, seed=seed, trials_per_seed=trials_per_seed,
-                                   microbatch=microbatch, mesh=mesh)
+                                   microbatch=batch[n], mesh=mesh)
                 t0 = time.perf_counter()
                 compiled[n] = fn.lower(idx, t_value).compile()
                 result.compile_seconds += time.perf_counter() - t0
             path = None if chunk_dir is None else Path(chunk_dir) / name
             if done:
-                chunk = _resumed_chunk(path, compiled[n], valid)
+                part = _resumed_chunk(path, compiled[n], valid)
                 result.chunks_resumed += 1
             else:
                 t0 = time.perf_counter()
                 out = distributed.to_host(jax.block_until_ready(compiled[n](idx, t_value)))
                 result.run_seconds += time.perf_counter() - t0
-                chunk = {k: v[:valid] for k, v in out.items()}
+                part = {k: v[:valid] for k, v in out.items()}
                 if path is not None and distributed.is_writer():
-                    results.write_npz(path, chunk)
+                    results.write_npz(path, part)
                 result.chunks_computed += 1
-            per_point.setdefault((ni, ti), []).append(chunk)
+            per_point.setdefault((ni, ti), []).append(part)
             bar.update()
 
     names = per_point[(0, 0)][0].keys()
@@ -199,6 +217,12 @@ def run_grid(
         ]
         result.arrays[name] = np.stack([np.stack(row) for row in stacked])
     return result
+
+
+def _one_or_all(per_n: dict[int, int]):
+    """One number when every n shares it, else {n: value} (for the manifest)."""
+    values = set(per_n.values())
+    return values.pop() if len(values) == 1 else {str(n): v for n, v in per_n.items()}
 
 
 def _finished_chunks(chunk_dir: Path | None, names: list[str]) -> list[bool]:

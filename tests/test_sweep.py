@@ -152,3 +152,29 @@ def test_report_includes_peak_memory_as_the_kernel_counts_it():
     status = dict(line.split(":", 1) for line in open("/proc/self/status"))
     hwm_mib = int(status["VmHWM"].split()[0]) / 1024
     assert abs(peak - hwm_mib) <= 0.05 * hwm_mib
+
+
+def test_cpu_microbatch_shrinks_when_matrices_leave_the_cache():
+    # 16 matrices of n x n float32 fit in 1 MiB up to n = 128; then a power of two that fits.
+    assert [sweep.default_microbatch("cpu", n) for n in (8, 128, 256, 362, 512, 4096)] == \
+        [16, 16, 4, 2, 1, 1]
+    assert sweep.default_microbatch("cpu", 256, itemsize=8) == 2
+    assert sweep.default_microbatch("gpu", 256) == 1024
+
+
+def test_sizes_with_different_microbatches_in_one_grid(monkeypatch):
+    """Each n gets its own microbatch and chunk; results equal one-size runs of the same n."""
+    monkeypatch.setattr(sweep, "CPU_CACHE_BUDGET", 8 * 8 * 4 * 4)  # n = 8: 4 per batch; n = 4: 16
+
+    def measure(key, temperature, n):
+        m = sinkhorn.sinkhorn(sinkhorn.random_cost(key, n), temperature, max_iterations=20).matrix
+        return {"s": m[0, 0] + temperature}
+
+    both = sweep.run_grid(measure, sizes=(4, 8), temperatures=[0.5], trials=9, chunk_size=5,
+                          progress=False)
+    assert both.timings["microbatch"] == {"4": 16, "8": 4}
+    assert both.timings["chunk_size"] == {"4": 32, "8": 8}
+    for i, n in enumerate((4, 8)):
+        alone = sweep.run_grid(measure, sizes=(n,), temperatures=[0.5], trials=9, chunk_size=64,
+                               progress=False)
+        np.testing.assert_array_equal(both.arrays["s"][i], alone.arrays["s"][0])
