@@ -689,3 +689,45 @@ def qsa_calibrate(
     names = tuple(name for name, k in first_fired.items() if k == k_star)
     k_safe = safety * float(np.median(ratio[k_star])) if k_star >= 1 else math.nan
     return QSAResult(k_safe, float(grid[k_star]), k_star, names, first_fired, trace)
+
+
+# ---------------------------------------------------------------------------------------
+# Exp-domain Sinkhorn layer: the honesty control for the log-domain one
+
+
+def sinkhorn_layer_exp(logits: jax.Array, eps, *, iterations: int) -> LayerOutput:
+    """Sinkhorn of the kernel K = exp(logits / eps) with scalings u, v, in the input dtype.
+
+    The classical (kernel / scaling) form: ``iterations`` sweeps of u = 1 / (K v), then
+    v = 1 / (K^T u) from u = v = 1, P = diag(u) K diag(v): the same iterates as
+    ``sinkhorn_layer`` (cold start) in exact arithmetic. It is deliberately naive, a
+    control for float underflow: K underflows once -logits / eps exceeds ~87 in float32
+    (~103 with subnormals), e.g. below eps ~ 0.023 for logits in [-2, 0], and then the
+    plan holds zeros (log_plan -inf, log's gradient 0/0 = NaN) or a whole row of K is 0
+    and u = 1/0 turns the plan into inf/NaN. The log-domain layer stays finite there.
+
+    Returns a ``LayerOutput`` like ``sinkhorn_layer``: log_plan = log P (computed from P,
+    so -inf where P underflowed), potentials (eps log u, eps log v) in the same
+    convention, and the marginal error of P.
+    """
+    logits = _check_logits(logits)
+    _checks.check_temperature(eps, "eps")
+    iterations = _checks.check_positive_int(iterations, "iterations")
+    eps_m = jnp.asarray(eps, logits.dtype)[..., None, None]
+    kernel = jnp.exp(logits / eps_m)
+
+    def sweep(_, scalings):
+        _, v = scalings
+        u = 1 / jnp.sum(kernel * v[..., None, :], axis=-1)
+        v = 1 / jnp.sum(kernel * u[..., :, None], axis=-2)
+        return u, v
+
+    ones = jnp.ones(logits.shape[:-1], logits.dtype)
+    u, v = lax.fori_loop(0, iterations, sweep, (ones, ones))
+    plan = u[..., :, None] * kernel * v[..., None, :]
+    eps_v = eps_m[..., 0]
+    potentials = Potentials(eps_v * jnp.log(u), eps_v * jnp.log(v))
+    return LayerOutput(jnp.log(plan), potentials, jnp.maximum(*sinkhorn.marginal_errors(plan)))
+
+
+LAYERS = {"log": sinkhorn_layer, "exp": sinkhorn_layer_exp}

@@ -9,7 +9,8 @@ the next block. The controller is updated in open-loop runs too (its eps is then
 so their drift is recorded on the same footing.
 
 Loss: permutation cross-entropy -mean_i log P[i, target_i] on the log plan of
-``anneal.sinkhorn_layer`` (log domain, ``iterations`` sweeps from a cold start), on the
+``anneal.sinkhorn_layer`` (log domain, ``iterations`` sweeps from a cold start; or, with
+``domain="exp"``, the exp-domain ``anneal.sinkhorn_layer_exp``, an underflow control), on the
 logits plus ``noise_scale`` times Gumbel noise (Gumbel-Sinkhorn; 0 for plain Sinkhorn).
 """
 
@@ -117,6 +118,7 @@ def train(
     loss: str = "ce",
     cooling_drift=False,
     cooling_decay=0.95,
+    domain: str = "log",
 ) -> TrainResult:
     """Trains ``params`` for ``steps`` optimizer steps; pure (jit/vmap it from outside).
 
@@ -146,11 +148,14 @@ def train(
         learning). QSA's sweep measures the former at eps_k = cooling_decay * eps, so pass
         k_safe * cooling_decay^p to the controller for the same threshold.
       cooling_decay: the factor of the cooling drift (traced; the controller's decay).
+      domain: "log" (``anneal.sinkhorn_layer``) or "exp" (``anneal.sinkhorn_layer_exp``,
+        which underflows at small eps in float32) for every layer call (static).
       snapshot_step: also return the params after this many steps (a multiple of
         ``check_every``).
     """
     steps = _checks.check_positive_int(steps, "steps")
     loss_of_plan = LOSSES[_checks.check_choice(loss, LOSSES, "loss")]
+    layer = anneal.LAYERS[_checks.check_choice(domain, anneal.LAYERS, "domain")]
     iterations = _checks.check_positive_int(iterations, "iterations")
     check_every = _checks.check_positive_int(check_every, "check_every")
     if steps % check_every:
@@ -166,12 +171,12 @@ def train(
     mx, my, mtarget = monitor
 
     def monitor_plan(params, eps):
-        return anneal.sinkhorn_layer(apply_fn(params, mx, my), eps, iterations=iterations).plan
+        return layer(apply_fn(params, mx, my), eps, iterations=iterations).plan
 
     def loss_fn(params, x, y, target, eps, noise_key):
         logits = apply_fn(params, x, y)
         noise = jax.random.gumbel(noise_key, logits.shape, logits.dtype)
-        out = anneal.sinkhorn_layer(logits + noise_scale * noise, eps, iterations=iterations)
+        out = layer(logits + noise_scale * noise, eps, iterations=iterations)
         value = loss_of_plan(out.log_plan, target)
         return value, (row_accuracy(out.log_plan, target), jnp.max(out.marginal_error))
 

@@ -524,3 +524,57 @@ def test_qsa_assignment_switch_against_simulation():
     # one of two instances switched: a stricter q does not fire
     strict = anneal.qsa_calibrate(logits, **grid, criteria=("switch",), switch_fraction=0.75)
     assert strict.collapse_index is None
+
+
+# ---------------------------------------------------------------------------------------
+# Exp-domain layer (the float32 underflow control)
+
+layer_exp = jax.jit(anneal.sinkhorn_layer_exp, static_argnames="iterations")
+
+
+@pytest.mark.parametrize("eps", [1.0, 0.1, 0.03])
+def test_exp_layer_matches_float64_reference_at_moderate_eps(rng, eps):
+    # Costs in [0, 2] as in the matching study; max C / eps = 67 < 87: no underflow yet.
+    iterations = 20
+    cost = (2 * rng.random((3, 6, 6))).astype(np.float32)
+    out = layer_exp(jnp.asarray(-cost), eps, iterations=iterations)
+    expected = np.stack([ref.algorithm1(c.astype(np.float64), eps, iterations) for c in cost])
+    # float32 rounding of exp(-C / eps): relative EPS32 * C / eps per entry
+    atol = 2e-6 + 8 * ref.EPS32 * 2 / eps
+    np.testing.assert_allclose(np.asarray(out.plan), expected, atol=atol)
+    np.testing.assert_allclose(out.marginal_error, ref.marginal_errors(expected)[2],
+                               atol=atol)
+    # same potentials convention as the log layer: log P = (logits + f + g) / eps
+    f, g = out.potentials
+    rebuilt = (-cost + f[..., :, None] + g[..., None, :]) / eps
+    np.testing.assert_allclose(np.exp(rebuilt), expected, atol=atol)
+    np.testing.assert_allclose(out.plan, layer(jnp.asarray(-cost), eps, iterations=iterations).plan,
+                               atol=atol)
+
+
+def test_exp_layer_underflows_in_float32_where_log_layer_does_not(rng):
+    eps, iterations = 0.01, 20
+    # Diagonal cost 0, off-diagonal in [1, 2]: exp(-C / eps) <= e^-100 is 0 in float32.
+    n = 6
+    cost = np.where(np.eye(n, dtype=bool), 0.0, 1 + rng.random((n, n))).astype(np.float32)
+    # Every cost in [1.5, 2]: whole rows of the kernel are 0, u = 1 / 0.
+    far = (1.5 + 0.5 * rng.random((n, n))).astype(np.float32)
+    for c in (cost, far):
+        expected = ref.algorithm1_log(c.astype(np.float64), eps, iterations)
+        logged = layer(jnp.asarray(-c), eps, iterations=iterations)
+        assert np.all(np.isfinite(logged.log_plan))
+        np.testing.assert_allclose(logged.plan, expected, atol=1e-5)
+        exp = layer_exp(jnp.asarray(-c), eps, iterations=iterations)
+        assert not np.all(np.isfinite(exp.log_plan))
+    # A zero in P: finite plan, -inf log plan; all rows zero: NaN plan and marginal error.
+    assert np.all(np.isfinite(layer_exp(jnp.asarray(-cost), eps, iterations=iterations).plan))
+    broken = layer_exp(jnp.asarray(-far), eps, iterations=iterations)
+    assert not np.all(np.isfinite(broken.plan)) and np.isnan(broken.marginal_error)
+
+    # The cross-entropy gradient: NaN through the exp layer (log's 0/0), finite through log.
+    def loss(logits, which):
+        return -jnp.mean(jnp.diagonal(which(logits, eps, iterations=iterations).log_plan))
+
+    grad = jax.jit(jax.grad(loss), static_argnums=1)
+    assert np.all(np.isfinite(grad(jnp.asarray(-cost), anneal.sinkhorn_layer)))
+    assert np.isnan(grad(jnp.asarray(-cost), anneal.sinkhorn_layer_exp)).any()

@@ -97,7 +97,8 @@ def test_reproduce_runs_every_experiment_and_writes_an_index(tmp_path, monkeypat
                    "wedin_samples": 8},
         "matching": {"seeds": 2, "steps": 40, "check_every": 10, "warmup_steps": 20, "hidden": 8,
                      "features": 4, "depth": 1, "batch": 8, "monitor": 8, "proxy": 8,
-                     "eval_instances": 16, "ablation_iterations": (), "spike_window": 10},
+                     "eval_instances": 16, "ablation_iterations": (), "spike_window": 10,
+                     "domain_ablation": False},
     }
     # A new experiment needs a tiny config here (or reproduce=False, like scaling).
     assert set(tiny) == {n for n, e in experiments.EXPERIMENTS.items() if e.reproduce}

@@ -247,7 +247,7 @@ def test_train_rejects_bad_step_counts():
 
 TINY = mt.Config(seeds=2, steps=40, check_every=10, warmup_steps=20, hidden=8, features=4,
                  depth=1, batch=8, monitor=8, proxy=8, eval_instances=16,
-                 ablation_iterations=(), spike_window=10)
+                 ablation_iterations=(), spike_window=10, domain_ablation=False)
 
 
 def test_tiny_run_writes_the_run_folder(tmp_path):
