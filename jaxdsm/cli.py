@@ -121,13 +121,13 @@ def _reproduce(args) -> int:
         sections += [f"## [{name}]({rel}/report.md)", "", experiment.summary, "",
                      claims_table(measured[name]), ""]
         print(f"wrote {run_dir}", file=sys.stderr)
+    if not _writer():
+        return 0
     head = ["# jaxdsm reproduce", "",
             f"Settings: {'--quick' if args.quick else 'paper defaults'}.", "",
             "## Every claim of the papers", "", index_table(measured), ""]
     if unknown_sources(measured):
         head += [f"Claims citing no known paper statement: {unknown_sources(measured)}", ""]
-    if not _writer():
-        return 0
     index = out / "index.md"
     results.write_text(index, "\n".join(head + sections))
     print(index.read_text())
