@@ -41,6 +41,7 @@ from experiments.common import (
     UNRESOLVED,
     Claim,
     Experiment,
+    LogTemperatureGrid,
     RunOutput,
 )
 from experiments.common import field_help as F
@@ -54,7 +55,7 @@ EQUIVALENCE_ALPHA = 0.05
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(LogTemperatureGrid):
     n: int = F("dimension n", default=64)
     nu: float = F("noise scale nu (xi ~ N(0, nu^2/n I))", default=0.1)
     input_norm: float = F("norm of the inputs' detail components ||x_perp||", default=1.0)
@@ -89,11 +90,10 @@ class Config:
                      "control_block"):
             _checks.check_positive_int(getattr(self, name), name)
         _checks.check_non_negative_int(self.seed, "seed")
-        for name in ("nu", "input_norm", "t_min", "t_max", "learning_rate", "low_snr",
+        for name in ("nu", "input_norm", "learning_rate", "low_snr",
                      "corr_margin", "direction_margin", "gain_tolerance", "control_gamma"):
             _checks.check_positive_float(getattr(self, name), name)
-        if self.t_max < self.t_min:
-            raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        self.check_temperature_range()
         if self.layers < 2:
             raise ValueError(f"layers must be >= 2 (spread over seeds), got {self.layers}")
         if self.eval_pairs < 3:
@@ -104,9 +104,6 @@ class Config:
         if control_rho(self) >= 1:
             raise ValueError(f"control_gamma {self.control_gamma} is out of reach for this n, nu, "
                              "input_norm and control_block (needs rho < 1); lower it")
-
-    def temperature_grid(self) -> np.ndarray:
-        return np.geomspace(self.t_min, self.t_max, self.temperatures)
 
 
 def control_rho(config: Config) -> float:

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdsm import distributed, results, sweep
+from jaxdsm import _checks, distributed, results, sweep
 
 HOLDS, FAILS, PARTLY, UNRESOLVED = "holds", "fails", "partly holds", "not resolvable"
 # A measurement reported beside the claims (not something the paper claims): never tallied.
@@ -50,6 +50,20 @@ class Experiment:
     quick: dict  # field overrides for --quick
     run: Callable[[object, Path, bool], RunOutput]  # (config, run_dir, progress)
     reproduce: bool = True  # run by `jaxdsm reproduce` (False: tools such as benchmarks)
+
+
+class LogTemperatureGrid:
+    """Config mixin for fields ``t_min``, ``t_max`` and ``temperatures``: the log-spaced grid
+    and its checks, shared by every experiment that sweeps temperatures."""
+
+    def check_temperature_range(self) -> None:
+        t_min = _checks.check_positive_float(self.t_min, "t_min")
+        t_max = _checks.check_positive_float(self.t_max, "t_max")
+        if t_max < t_min:
+            raise ValueError(f"t_max ({t_max}) must be >= t_min ({t_min})")
+
+    def temperature_grid(self) -> np.ndarray:
+        return np.geomspace(self.t_min, self.t_max, self.temperatures)
 
 
 def field_help(text: str, **kwargs):

@@ -29,6 +29,7 @@ from experiments.common import (
     UNRESOLVED,
     Claim,
     Experiment,
+    LogTemperatureGrid,
     RunOutput,
     finite_max,
     finite_min,
@@ -46,7 +47,7 @@ LOG_TOL_PER_LAYER = 1e-5
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(LogTemperatureGrid):
     n: int = F("dimension n", default=64)
     trials: int = F("trials R per temperature (500 keeps the CPU run under a minute)",
                     default=500)
@@ -70,18 +71,14 @@ class Config:
             _checks.check_positive_int(getattr(self, name), name)
         for name in ("seed", "microbatch"):
             _checks.check_non_negative_int(getattr(self, name), name)
-        for name in ("t_min", "t_max", "eps"):
+        for name in ("eps",):
             _checks.check_positive_float(getattr(self, name), name)
-        if self.t_max < self.t_min:
-            raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        self.check_temperature_range()
         if self.depth < 4:
             raise ValueError(f"depth must be >= 4 (the decay rate is fitted on its second half), "
                              f"got {self.depth}")
         if self.eps >= 1:
             raise ValueError(f"eps must be in (0, 1), got {self.eps}")
-
-    def temperature_grid(self) -> np.ndarray:
-        return np.geomspace(self.t_min, self.t_max, self.temperatures)
 
 
 def measure(config: Config):

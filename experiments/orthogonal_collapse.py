@@ -17,7 +17,16 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.stats
 
-from experiments.common import FAILS, HOLDS, PARTLY, Claim, Experiment, RunOutput, sweep_one_size
+from experiments.common import (
+    FAILS,
+    HOLDS,
+    PARTLY,
+    Claim,
+    Experiment,
+    LogTemperatureGrid,
+    RunOutput,
+    sweep_one_size,
+)
 from experiments.common import field_help as F
 from jaxdsm import _checks, bounds, plot, results, signal, sinkhorn, spectra
 
@@ -25,7 +34,7 @@ NAME = "orthogonal-collapse"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(LogTemperatureGrid):
     n: int = F("dimension n", default=64)
     nu: float = F("noise scale nu (xi ~ N(0, nu^2/n I))", default=0.1)
     cosine: float = F("cosine similarity of each input pair", default=0.9)
@@ -48,15 +57,11 @@ class Config:
             _checks.check_positive_int(getattr(self, name), name)
         for name in ("seed", "microbatch"):
             _checks.check_non_negative_int(getattr(self, name), name)
-        for name in ("nu", "input_norm", "t_min", "t_max", "eps", "low_snr"):
+        for name in ("nu", "input_norm", "eps", "low_snr"):
             _checks.check_positive_float(getattr(self, name), name)
-        if self.t_max < self.t_min:
-            raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        self.check_temperature_range()
         if not -1 <= self.cosine <= 1:
             raise ValueError(f"cosine must be in [-1, 1], got {self.cosine}")
-
-    def temperature_grid(self) -> np.ndarray:
-        return np.geomspace(self.t_min, self.t_max, self.temperatures)
 
 
 def measure(config: Config):

@@ -33,6 +33,7 @@ from experiments.common import (
     UNRESOLVED,
     Claim,
     Experiment,
+    LogTemperatureGrid,
     RunOutput,
     first_true_layer,
     sweep_one_size,
@@ -49,7 +50,7 @@ RATIO_RTOL = 1e-5
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(LogTemperatureGrid):
     n: int = F("dimension n", default=64)
     trials: int = F("trials R per temperature", default=1000)
     trials_per_seed: int = F("trials per seed: trial t uses seed + t // this", default=100)
@@ -74,10 +75,9 @@ class Config:
             _checks.check_positive_int(getattr(self, name), name)
         for name in ("seed", "microbatch"):
             _checks.check_non_negative_int(getattr(self, name), name)
-        for name in ("t_min", "t_max", "small_sigma2", "angle_threshold"):
+        for name in ("small_sigma2", "angle_threshold"):
             _checks.check_positive_float(getattr(self, name), name)
-        if self.t_max < self.t_min:
-            raise ValueError(f"t_max ({self.t_max}) must be >= t_min ({self.t_min})")
+        self.check_temperature_range()
         if self.depth > 100:
             raise ValueError(f"depth must be <= 100 (x_l can grow like 2^l), got {self.depth}")
         if not self.activations:
@@ -86,9 +86,6 @@ class Config:
             _checks.check_choice(name, signal.RESIDUAL_ACTIVATIONS, "activations")
         if len(set(self.activations)) != len(self.activations):
             raise ValueError(f"activations must not repeat, got {self.activations}")
-
-    def temperature_grid(self) -> np.ndarray:
-        return np.geomspace(self.t_min, self.t_max, self.temperatures)
 
 
 def measure(config: Config):

@@ -13,7 +13,16 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.common import FAILS, HOLDS, PARTLY, UNRESOLVED, Claim, Experiment, RunOutput
+from experiments.common import (
+    FAILS,
+    HOLDS,
+    PARTLY,
+    UNRESOLVED,
+    Claim,
+    Experiment,
+    LogTemperatureGrid,
+    RunOutput,
+)
 from experiments.common import field_help as F
 from jaxdsm import _checks, plot, results, sinkhorn, spectra, sweep
 
@@ -21,7 +30,7 @@ NAME = "spectral-gap"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(LogTemperatureGrid):
     n: tuple[int, ...] = F("matrix sizes n (several allowed)", default=(64,))
     trials: int = F("trials R per (n, T)", default=1000)
     trials_per_seed: int = F("trials per seed: trial t uses seed + t // this", default=100)
@@ -48,15 +57,9 @@ class Config:
             _checks.check_positive_int(getattr(self, name), name)
         for name in ("seed", "microbatch"):
             _checks.check_non_negative_int(getattr(self, name), name)
-        t_min = _checks.check_positive_float(self.t_min, "t_min")
-        t_max = _checks.check_positive_float(self.t_max, "t_max")
-        if t_max < t_min:
-            raise ValueError(f"t_max ({t_max}) must be >= t_min ({t_min})")
+        self.check_temperature_range()
         _checks.check_positive_float(self.tol, "tol")
         _checks.check_choice(self.mode, sinkhorn.MODES, "mode")
-
-    def temperature_grid(self) -> np.ndarray:
-        return np.geomspace(self.t_min, self.t_max, self.temperatures)
 
 
 def measure(config: Config):
