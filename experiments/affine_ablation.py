@@ -261,9 +261,8 @@ def sinkhorn_layers(config: Config, temperatures, cost_keys):
     """M = Sinkhorn(exp(-d/T)) (Algorithm 1, K sweeps) per (T, layer), and sigma_2."""
 
     def one(key, temperature):
-        cost = sinkhorn.random_cost(key, config.n)
-        m = sinkhorn.sinkhorn(cost, temperature, max_iterations=config.iterations,
-                              spread_bound=1.0).matrix
+        m = sinkhorn.random_dsm(key, config.n, temperature,
+                                max_iterations=config.iterations).matrix
         return m, spectra.sigma2(m)
 
     solve = jax.jit(jax.vmap(one, in_axes=(0, None)))

@@ -252,8 +252,7 @@ def lemma2_measure(config: Config):
 
     def one(key, temperature, n):
         k_cost, k_x = jax.random.split(key)
-        out = sinkhorn.sinkhorn(sinkhorn.random_cost(k_cost, n), temperature,
-                                max_iterations=config.iterations, spread_bound=1.0)
+        out = sinkhorn.random_dsm(k_cost, n, temperature, max_iterations=config.iterations)
         m, mix = exact_dsm(out.matrix)
         values = spectra.singular_values(m)
         x = signal.center(jax.random.normal(k_x, (config.lemma2_vectors, n), m.dtype))

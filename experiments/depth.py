@@ -84,11 +84,9 @@ class Config(LogTemperatureGrid):
 def measure(config: Config):
     def one(key, temperature, n):
         k_cost, k_x = jax.random.split(key)
-        cost = sinkhorn.random_cost(k_cost, n)
-        solved = sinkhorn.sinkhorn(cost, temperature, max_iterations=config.iterations,
-                                   spread_bound=1.0)
+        solved = sinkhorn.random_dsm(k_cost, n, temperature, max_iterations=config.iterations)
         m = solved.matrix
-        x = jax.random.normal(k_x, (n,), cost.dtype)
+        x = jax.random.normal(k_x, (n,), solved.matrix.dtype)
         out = {
             "sigma2": spectra.sigma2(m),
             "log_power_norm": spectra.transient_growth(m, config.depth),

@@ -67,9 +67,7 @@ class Config(LogTemperatureGrid):
 def measure(config: Config):
     def one(key, temperature, n):
         k_cost, k_pair, k_xi, k_xi2 = jax.random.split(key, 4)
-        cost = sinkhorn.random_cost(k_cost, n)
-        m = sinkhorn.sinkhorn(cost, temperature, max_iterations=config.iterations,
-                              spread_bound=1.0).matrix
+        m = sinkhorn.random_dsm(k_cost, n, temperature, max_iterations=config.iterations).matrix
         a, b = signal.pair_with_cosine(k_pair, n, config.cosine)
         scale = config.input_norm / jnp.sqrt(n)  # pair_with_cosine returns norm sqrt(n)
         a, b = a * scale, b * scale

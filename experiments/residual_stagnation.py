@@ -91,10 +91,8 @@ class Config(LogTemperatureGrid):
 def measure(config: Config):
     def one(key, temperature, n):
         k_cost, k_x = jax.random.split(key)
-        cost = sinkhorn.random_cost(k_cost, n)
-        solved = sinkhorn.sinkhorn(cost, temperature, max_iterations=config.iterations,
-                                   spread_bound=1.0)
-        g = jax.random.normal(k_x, (n,), cost.dtype)
+        solved = sinkhorn.random_dsm(k_cost, n, temperature, max_iterations=config.iterations)
+        g = jax.random.normal(k_x, (n,), solved.matrix.dtype)
         means = jnp.stack([jnp.zeros((), g.dtype), jnp.mean(g)])  # INPUTS: mean-free, general
         runs = [jax.vmap(lambda mean, act=act: signal.residual_metrics(
             solved.matrix, g, config.depth, act, mean=mean))(means) for act in config.activations]

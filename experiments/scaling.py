@@ -117,9 +117,7 @@ def part_programs(config: Config, n: int, microbatch: int) -> dict:
 
     def dsm(trial, temperature):
         key = sweep.trial_key(trial, seed=config.seed, trials_per_seed=config.trials_per_seed)
-        cost = sinkhorn.random_cost(key, n)
-        return sinkhorn.sinkhorn(cost, temperature, max_iterations=config.iterations,
-                                 spread_bound=1.0)
+        return sinkhorn.random_dsm(key, n, temperature, max_iterations=config.iterations)
 
     def from_bank(spectrum):
         return lambda trial, bank: spectrum(bank[trial % microbatch])

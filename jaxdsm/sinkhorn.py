@@ -80,6 +80,15 @@ def random_cost(key: jax.Array, n: int, dtype=None) -> jax.Array:
     return jax.random.uniform(key, (n, n), dtype=dtype)
 
 
+def random_dsm(key: jax.Array, n: int, temperature, *, max_iterations: int = 200,
+               dtype=None) -> SinkhornOutput:
+    """Algorithm 1, lines 3-9: a random cost d ~ U[0, 1]^{n x n} and K = ``max_iterations``
+    sweeps. d lies in [0, 1), so ``spread_bound=1`` lets "auto" pick its form from the
+    temperature alone (one branch per batch)."""
+    cost = random_cost(key, n, dtype)
+    return sinkhorn(cost, temperature, max_iterations=max_iterations, spread_bound=1.0)
+
+
 def scaling_is_safe(spread, temperature, dtype=None) -> jax.Array:
     """True where exp(-d/T) with max(d) - min(d) <= spread keeps a safe range in dtype.
 

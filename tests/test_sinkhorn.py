@@ -399,6 +399,14 @@ def test_random_cost_is_algorithm1_uniform():
     assert not np.array_equal(d, np.asarray(random_cost(jax.random.PRNGKey(1), 64)))
 
 
+@pytest.mark.parametrize("temperature", (0.01, 0.3))
+def test_random_dsm_is_algorithm1_on_the_random_cost(temperature):
+    key = jax.random.PRNGKey(3)
+    out = sinkhorn_module.random_dsm(key, 16, temperature, max_iterations=50)
+    d = np.asarray(random_cost(key, 16), np.float64)
+    np.testing.assert_allclose(out.matrix, ref.algorithm1_log(d, temperature, 50), atol=2e-5)
+
+
 @pytest.mark.parametrize("n", (1, 0, -3, 2.5, 3.0, "4", True, None))
 def test_random_cost_rejects_bad_n(n):
     with pytest.raises(ValueError, match=r"^n\b"):
