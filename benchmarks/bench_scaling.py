@@ -7,9 +7,9 @@ spread_bound=1)``, then sigma_2 and H) at 4 temperatures log-spaced in [0.01, 10
 whatever d; weak scaling: R/d_max trials per device, so R grows with d.
 
 On CPU, d devices are d local processes with one CPU device each, joined by
-``jax.distributed`` over 127.0.0.1 (the multi-host code path). Fake devices in one process
-(``--xla_force_host_platform_device_count``) are not used: on this 2-core machine XLA:CPU
-deadlocks with them at n = 64 (its devices share one thread pool). On a GPU/TPU host pass
+``jax.distributed`` over 127.0.0.1 (the multi-host code path). Several CPU devices in one
+process (``jaxdsm.distributed.split_cpu``) are what the ``jaxdsm`` command uses; they are
+measured by ``bench_exp1.py``. On a GPU/TPU host pass
 ``--real`` to use d real devices of one process. Times are ``run_grid``'s run seconds
 (compilation excluded), median of ``--repeats`` sweeps after a warm-up sweep, as seen by
 process 0.

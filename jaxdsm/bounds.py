@@ -15,6 +15,8 @@ import numpy as np
 import scipy.stats
 from jax.scipy.special import betainc
 
+from jaxdsm import spectra
+
 
 def levy_tail(n: int, eps) -> jax.Array:
     """Levy (Theorem 1, step 3): P(|<u, v>| >= eps) <= 2 exp(-(n - 2) eps^2 / 2) for u, v
@@ -138,4 +140,4 @@ def sin_theta(basis_a: jax.Array, basis_b: jax.Array) -> jax.Array:
     """||sin Theta||_2 between the spans of two orthonormal bases (n x r each): the sine
     of the largest principal angle, ||(I - Q_b Q_b^T) Q_a||_2."""
     residual = basis_a - basis_b @ (basis_b.T @ basis_a)
-    return jnp.linalg.norm(residual, ord=2)
+    return spectra.singular_values(residual)[..., 0]

@@ -143,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
 
         if distributed.requested(args.distributed):
             distributed.initialize()
+        else:
+            # One device per core: sweeps then run their trials on every core.
+            distributed.split_cpu()
         return _run(args) if args.command == "run" else _reproduce(args)
     except ValueError as err:
         parser.exit(2, f"jaxdsm: error: {err}\n")

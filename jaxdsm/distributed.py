@@ -4,7 +4,8 @@ A sweep splits each chunk of trials evenly over the devices of ``trial_mesh()``;
 ``shard_map`` every device runs its own copy of the per-microbatch program, so a
 convergence loop on one device stops at that device's slowest trial, not the global one.
 Every device sees whole microbatches of consecutive trials, the same ones a single device
-would see, which is why the bits do not depend on the device count.
+would see, which is why the bits do not depend on the device count (unless XLA compiles
+the per-device program differently, which can move the last bit: README, "Many devices").
 
 Several hosts: start every process with the same command and ``--distributed`` (or
 ``JAXDSM_DISTRIBUTED=1``); ``initialize`` then calls ``jax.distributed.initialize``, which
@@ -12,6 +13,10 @@ finds the coordinator itself on Cloud TPU and SLURM, or reads ``JAXDSM_COORDINAT
 ``JAXDSM_NUM_PROCESSES`` and ``JAXDSM_PROCESS_ID`` (for example for local processes on
 127.0.0.1). All processes walk the same chunks in the same order; process 0 gathers the
 results and is the only one that writes them.
+
+One host's CPU: XLA:CPU runs a program's loops on one core, so ``split_cpu`` makes the host
+CPU several JAX devices (one per core by default) and a sweep's trials then run on all of
+them.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 TRIAL_AXIS = "trials"
 _ENV_FLAG = "JAXDSM_DISTRIBUTED"
+_CPU_DEVICES_ENV = "JAXDSM_CPU_DEVICES"
 
 
 def requested(flag: bool = False) -> bool:
@@ -46,6 +52,32 @@ def initialize() -> None:
             except ValueError:
                 raise ValueError(f"{env} must be an integer, got {os.environ[env]!r}") from None
     jax.distributed.initialize(**kwargs)
+
+
+def split_cpu(count: int | None = None) -> int:
+    """Makes the host CPU ``count`` JAX devices, so that a sweep uses every core.
+
+    ``count`` defaults to JAXDSM_CPU_DEVICES, else to the cores this process may use. It
+    only takes effect before JAX's first operation (JAX fixes the CPU device count when it
+    starts); afterwards nothing changes. Returns the CPU device count asked for, or 0 when
+    JAX had already started. The LAPACK calls of ``jaxdsm.spectra`` are safe on several
+    CPU devices (``spectra.one_matrix_per_call_on_cpu``); a program of your own that
+    calls batched ``jnp.linalg`` factorizations on several CPU devices at once may hang
+    on jaxlib <= 0.10.
+    """
+    if count is None:
+        env = os.environ.get(_CPU_DEVICES_ENV, "")
+        try:
+            count = int(env) if env else len(os.sched_getaffinity(0))
+        except ValueError:
+            raise ValueError(f"{_CPU_DEVICES_ENV} must be an integer, got {env!r}") from None
+    if count < 1:
+        raise ValueError(f"the CPU device count must be >= 1, got {count}")
+    try:
+        jax.config.update("jax_num_cpu_devices", count)
+    except RuntimeError:  # JAX has started: its device count is fixed
+        return 0
+    return count
 
 
 def trial_mesh(devices=None) -> Mesh:

@@ -302,8 +302,12 @@ class _LogForm:
 
 def _shifted_log_kernel(cost, temperature):
     """-(d - min d)/T: the shift is a constant factor of the kernel, which Sinkhorn
-    removes in its first row step, so the iterates are unchanged and max entry is 1."""
-    return -(cost - jnp.min(cost)) / temperature
+    removes in its first row step, so the iterates are unchanged and max entry is 1.
+
+    Multiplied by -1/T rather than divided by T: XLA rewrites a division by a scalar
+    into that product in some programs and not in others (it did between one and two
+    CPU devices), and the two round differently."""
+    return (cost - jnp.min(cost)) * (-1 / temperature)
 
 
 def _kernel_underflows(cost, temperature):

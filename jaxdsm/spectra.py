@@ -15,9 +15,38 @@ from jaxdsm import _checks
 _HIGHEST = jax.lax.Precision.HIGHEST
 
 
+def one_matrix_per_call_on_cpu(fn):
+    """``fn`` (a LAPACK factorization of one matrix) applied to a batch one matrix at a time
+    on CPU, as one batched call elsewhere.
+
+    Why: jaxlib's CPU LAPACK kernels (up to at least 0.10.1) split a batch over XLA's
+    intra-op thread pool and block until the pieces are done. When every pool thread is
+    running a device program (several CPU devices, one per core: ``cpu_devices``), the
+    pieces never start and the process hangs. One matrix per call runs inline on the
+    calling thread, which is as fast for the small matrices here, and lets each core run
+    its own device. Gradients go through ``fn`` itself (batched).
+    """
+    sequential = jax.custom_batching.sequential_vmap(fn)
+
+    @jax.custom_jvp
+    def wrapped(x):
+        return jax.lax.platform_dependent(x, cpu=sequential, default=fn)
+
+    @wrapped.defjvp
+    def _(primals, tangents):
+        return jax.jvp(fn, primals, tangents)
+
+    return wrapped
+
+
+_svdvals = one_matrix_per_call_on_cpu(lambda a: jnp.linalg.svd(a, compute_uv=False))
+_orthonormal_basis = one_matrix_per_call_on_cpu(lambda a: jnp.linalg.qr(a)[0])
+_eigvals = one_matrix_per_call_on_cpu(jnp.linalg.eigvals)
+
+
 def singular_values(matrix: jax.Array) -> jax.Array:
     """All singular values, descending (a full SVD without vectors)."""
-    return jnp.linalg.svd(matrix, compute_uv=False)
+    return _svdvals(matrix)
 
 
 def double_center(matrix: jax.Array) -> jax.Array:
@@ -61,8 +90,8 @@ def top_two_singular_values(
     probe = jax.random.normal(jax.random.PRNGKey(0), (n, block), matrix.dtype)
     dominant = jnp.matmul(gram, probe, precision=_HIGHEST)
     mean_direction = jnp.full(dominant.shape[:-1] + (1,), n**-0.5, matrix.dtype)
-    basis, _ = jnp.linalg.qr(jnp.concatenate([mean_direction, dominant], axis=-1))
-    ritz = jnp.linalg.svd(jnp.matmul(matrix, basis, precision=_HIGHEST), compute_uv=False)
+    basis = _orthonormal_basis(jnp.concatenate([mean_direction, dominant], axis=-1))
+    ritz = _svdvals(jnp.matmul(matrix, basis, precision=_HIGHEST))
     return ritz[..., :2]
 
 
@@ -76,7 +105,7 @@ def entropy(matrix: jax.Array) -> jax.Array:
 
 def eigenvalues_by_modulus(matrix: jax.Array) -> jax.Array:
     """All eigenvalues sorted by decreasing modulus (non-symmetric eig: CPU in JAX)."""
-    lam = jnp.linalg.eigvals(matrix)
+    lam = _eigvals(matrix)
     return jnp.take_along_axis(lam, jnp.argsort(-jnp.abs(lam), axis=-1), axis=-1)
 
 
@@ -98,8 +127,8 @@ def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> 
     for _ in range(squarings):
         gram = jnp.matmul(gram, gram, precision=_HIGHEST)
         gram = gram / jnp.maximum(jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None], tiny)
-    basis, _ = jnp.linalg.qr(jnp.matmul(gram, probe, precision=_HIGHEST))
-    ritz = jnp.linalg.svd(jnp.matmul(matrix, basis, precision=_HIGHEST), compute_uv=False)
+    basis = _orthonormal_basis(jnp.matmul(gram, probe, precision=_HIGHEST))
+    ritz = _svdvals(jnp.matmul(matrix, basis, precision=_HIGHEST))
     return ritz[..., 0]
 
 
@@ -157,6 +186,6 @@ def henrici_departure(matrix: jax.Array) -> jax.Array:
     """
     b = double_center(matrix)
     frob2 = jnp.sum(jnp.square(b), axis=(-2, -1))
-    eig2 = jnp.sum(jnp.square(jnp.abs(jnp.linalg.eigvals(b))), axis=-1)
+    eig2 = jnp.sum(jnp.square(jnp.abs(_eigvals(b))), axis=-1)
     tiny = jnp.finfo(b.dtype).tiny
     return jnp.sqrt(jnp.maximum(frob2 - eig2, 0) / jnp.maximum(frob2, tiny))

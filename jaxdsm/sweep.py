@@ -19,7 +19,8 @@ every temperature sees the same cost matrices (paired comparisons across T).
 
 Devices: each chunk is split evenly over a 1-D mesh of devices (``jaxdsm.distributed``);
 a chunk holds whole microbatches for every device, so results are the same bits on one
-device or many, in one process or several.
+device or many, in one process or several, as long as XLA compiles the per-device program
+the same way (README, "Many devices").
 
 Each finished chunk is saved atomically under ``chunk_dir``; a rerun with the same
 configuration loads finished chunks instead of recomputing them (resume). With several

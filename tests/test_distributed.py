@@ -1,8 +1,8 @@
 """Sweeps on several devices and several processes give the same bits as on one device.
 
-Both need a fresh JAX (the CPU device count is fixed at start-up), so they run in
-subprocesses: fake CPU devices in one process, and two local processes joined by
-jax.distributed over 127.0.0.1.
+They need a fresh JAX (the CPU device count is fixed at start-up), so they run in
+subprocesses: fake CPU devices in one process (XLA_FLAGS, and ``split_cpu``), and two
+local processes joined by jax.distributed over 127.0.0.1.
 """
 
 from __future__ import annotations
@@ -42,6 +42,25 @@ def test_sharded_sweeps_equal_one_device_when_trials_do_not_divide(tmp_path):
             np.testing.assert_array_equal(arrays[f"{name}/{d}"], one, err_msg=f"{name} on {d}")
     # The tolerance loop really ran to different depths per trial.
     assert len(np.unique(arrays["tolerance/n_iters/1"])) > 1
+
+
+def test_cpu_split_into_devices_runs_spectra_on_both_and_matches_one(tmp_path):
+    out = tmp_path / "arrays.npz"
+    proc = subprocess.Popen([sys.executable, str(HERE / "cpu_cores_sweep.py"), str(out)],
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    try:
+        log = proc.communicate(timeout=300)[0]
+    finally:  # before jaxdsm ran LAPACK one matrix at a time, this hung
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, log[-3000:]
+    arrays = dict(np.load(out))
+    for name in ("top_two", "svd", "lambda2", "henrici"):
+        one, two = arrays[f"{name}/1"], arrays[f"{name}/2"]
+        assert one.shape[:3] == (1, 2, 70) and np.all(np.isfinite(one))
+        np.testing.assert_array_equal(two, one, err_msg=name)
 
 
 def _free_port() -> int:
