@@ -87,21 +87,42 @@ def peak_memory() -> dict[str, float]:
 # sweeps (half of a 2 MiB L2: the kernel and the matrix both live there). Measured: at n = 256
 # a microbatch of 4 took 1.2 ms per trial against 1.8 ms with 16 (BENCHMARKS.md).
 CPU_CACHE_BUDGET = 1 << 20
+# Accelerators: a microbatch's trials are all in device memory at once. XLA's temporary
+# memory per trial (``compiled.memory_analysis()`` on CPU, n = 64 and 256) is 4.1 n x n
+# float32 arrays for the Exp 1 program (Sinkhorn, top-two spectrum, entropy) and 7.1 for
+# spectral-gap's (two Sinkhorn runs and a full SVD); MATRICES_PER_TRIAL bounds both, and
+# the microbatch may use ACCELERATOR_MEMORY_FRACTION of the device's memory. Not yet
+# checked on a GPU or TPU, whose compilers may keep other temporaries.
+MATRICES_PER_TRIAL = 8
+ACCELERATOR_MEMORY_FRACTION = 0.25
+ACCELERATOR_MAX_MICROBATCH = 1024
 
 
-def default_microbatch(backend: str | None = None, n: int | None = None, itemsize: int = 4) -> int:
-    """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy).
+def default_microbatch(backend: str | None = None, n: int | None = None, itemsize: int = 4,
+                       memory_bytes: int | None = None) -> int:
+    """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy),
+    within the device's memory.
 
     On CPU, 16, or fewer (a power of two) when 16 matrices of n x n would not fit
-    ``CPU_CACHE_BUDGET``.
+    ``CPU_CACHE_BUDGET``. On accelerators, up to 1024, or the largest power of two whose
+    working set (``MATRICES_PER_TRIAL`` n x n arrays per trial) fits
+    ``ACCELERATOR_MEMORY_FRACTION`` of ``memory_bytes`` (default: the first local device's
+    ``bytes_limit``, where the backend reports it).
     """
     backend = backend or jax.default_backend()
-    if backend != "cpu":
-        return 1024
+    if backend == "cpu":
+        budget, cap = CPU_CACHE_BUDGET, 16
+    else:
+        if memory_bytes is None:
+            memory_bytes = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
+        if memory_bytes is None:
+            return ACCELERATOR_MAX_MICROBATCH
+        budget = int(memory_bytes * ACCELERATOR_MEMORY_FRACTION) // MATRICES_PER_TRIAL
+        cap = ACCELERATOR_MAX_MICROBATCH
     if n is None:
-        return 16
-    fits = max(1, CPU_CACHE_BUDGET // (n * n * itemsize))
-    return min(16, 1 << (fits.bit_length() - 1))
+        return cap
+    fits = max(1, budget // (n * n * itemsize))
+    return min(cap, 1 << (fits.bit_length() - 1))
 
 
 def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, microbatch: int,

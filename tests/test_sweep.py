@@ -159,7 +159,15 @@ def test_cpu_microbatch_shrinks_when_matrices_leave_the_cache():
     assert [sweep.default_microbatch("cpu", n) for n in (8, 128, 256, 362, 512, 4096)] == \
         [16, 16, 4, 2, 1, 1]
     assert sweep.default_microbatch("cpu", 256, itemsize=8) == 2
-    assert sweep.default_microbatch("gpu", 256) == 1024
+    assert sweep.default_microbatch("gpu", 256, memory_bytes=80 << 30) == 1024
+
+
+def test_accelerator_microbatch_fits_the_device_memory():
+    # A quarter of 16 GiB over 8 n x n float32 arrays per trial: 128 trials of 4 MiB at n = 1024.
+    gib16 = 16 << 30
+    assert [sweep.default_microbatch("tpu", n, memory_bytes=gib16)
+            for n in (64, 1024, 4096, 16384)] == [1024, 128, 8, 1]
+    assert sweep.default_microbatch("gpu", 1024, itemsize=8, memory_bytes=gib16) == 64
 
 
 def test_sizes_with_different_microbatches_in_one_grid(monkeypatch):
