@@ -387,6 +387,32 @@ def test_vmap_over_trials_and_temperatures_matches_python_loop(rng, mode, early_
                 assert bool(got.converged) == bool(one.converged)
 
 
+@pytest.mark.parametrize("mode,stops_early", [("scaling", 0.9), ("direct", 0.2)])
+def test_stopping_at_a_repeated_state_gives_the_bits_of_all_sweeps(mode, stops_early):
+    """Fixed-K runs stop once the state repeats (fixed point or two-state cycle); the result
+    must be the one of every sweep run, bit for bit, for odd and even K. Reference: the same
+    sweeps in a plain fori_loop."""
+    form = sinkhorn_module._FORMS[mode]
+
+    def all_sweeps(cost, temperature, k):
+        state = jax.lax.fori_loop(0, k, lambda _, s: form.sweep(s), form.init(cost, temperature))
+        return form.matrix(state)
+
+    costs = jax.vmap(lambda key: random_cost(key, 64))(jax.random.split(jax.random.PRNGKey(1), 64))
+    stopped_early = 0
+    for temperature in (0.1, 0.5, 10.0):
+        t = jnp.float32(temperature)
+        for k in (1, 2, 3, 60, 61, 200):
+            got = jax.jit(jax.vmap(lambda c, k=k: sinkhorn(c, t, max_iterations=k, mode=mode).matrix))(costs)
+            want = jax.jit(jax.vmap(lambda c, k=k: all_sweeps(c, t, k)))(costs)
+            np.testing.assert_array_equal(got, want, err_msg=f"T={temperature} K={k}")
+        # The shortcut is really taken (the whole n x n state of "direct" repeats less often).
+        _, computed = jax.jit(jax.vmap(lambda c: sinkhorn_module._sweeps_until_repeat(
+            form, form.init(c, t), 200)))(costs)
+        stopped_early += int(np.sum(np.asarray(computed) < 100))
+    assert stopped_early >= stops_early * 3 * 64
+
+
 # ---------------------------------------------------------------------------------------
 # Input validation at the Python boundary
 
