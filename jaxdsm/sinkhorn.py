@@ -19,6 +19,11 @@ columns to sum to 1, K times. Equivalent forms of one sweep are provided:
   ``"stabilized"`` otherwise, chosen by ``lax.cond`` on the traced temperature (one branch
   runs when the predicate is not batched, see ``spread_bound``; both run otherwise).
 
+Exactly K sweeps (``early_stop=False``, the paper's fixed K) in the "scaling", "log" and
+"direct" forms stop as soon as the float state repeats (``_sweeps_until_repeat``): the
+remaining sweeps could only reproduce it, so the result has the bits of all K sweeps at
+a fraction of the work when T is not small.
+
 The design splits traced data (temperature, threshold: changing them never recompiles)
 from static choices (iteration count, mode, early stopping), as in OTT-JAX's
 ``Sinkhorn`` solver. Nothing raises inside ``jit``/``vmap``: every output carries its own
