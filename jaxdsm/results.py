@@ -113,14 +113,15 @@ def new_run_id() -> str:
 def prepare_run_dir(out: Path | str, experiment: str, run_id: str | None = None) -> Path:
     """Creates ``out/experiment/run_id`` (a fresh id when none is given).
 
-    Raises a one-line ValueError naming ``--out`` when the folder cannot be created or
-    written, before any work is done.
+    A folder that already has files (a finished run, or an interrupted one whose chunk
+    files a new run must not pick up) is left alone: the new run gets ``run_id-1``,
+    ``run_id-2``, ... Raises a one-line ValueError naming ``--out`` when the folder cannot
+    be created or written, before any work is done.
     """
     out = Path(out)
     run_id = run_id or new_run_id()
     run_dir = out / experiment / run_id
-    if run_dir.exists() and (run_dir / "manifest.json").exists():
-        # Two runs started in the same second: keep both.
+    if run_dir.exists() and any(run_dir.iterdir()):
         suffix = 1
         while (out / experiment / f"{run_id}-{suffix}").exists():
             suffix += 1

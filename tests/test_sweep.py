@@ -101,6 +101,29 @@ def test_resume_equals_uninterrupted_run(tmp_path, monkeypatch):
         execute(experiment, out=tmp_path, resume=cut, progress=False)
 
 
+def test_a_new_run_never_reuses_an_interrupted_runs_chunks(tmp_path, monkeypatch):
+    """Same --run-id as an interrupted run with another config: a new folder, fresh chunks."""
+    experiment = spectral_gap.EXPERIMENT
+    real_write = results.write_npz
+
+    def failing_write(path, arrays):
+        real_write(path, arrays)
+        raise KeyboardInterrupt  # stop after the first chunk
+
+    monkeypatch.setattr(results, "write_npz", failing_write)
+    with pytest.raises(KeyboardInterrupt):
+        execute(experiment, SMALL, out=tmp_path, run_id="same", progress=False)
+    monkeypatch.setattr(results, "write_npz", real_write)
+    other = dataclasses.replace(SMALL, t_min=SMALL.t_min * 2)
+    run_dir = execute(experiment, other, out=tmp_path, run_id="same", progress=False)
+    assert run_dir.name == "same-1"
+    assert results.read_json(run_dir / "manifest.json")["timings"]["chunks_resumed"] == 0
+    fresh = execute(experiment, other, out=tmp_path, run_id="fresh", progress=False)
+    a, b = results.read_npz(run_dir / "arrays.npz"), results.read_npz(fresh / "arrays.npz")
+    for name in a:
+        np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
 def test_run_folder_contents(tmp_path):
     run_dir = execute(spectral_gap.EXPERIMENT, SMALL, out=tmp_path, run_id="r", progress=False)
     names = {p.name for p in run_dir.iterdir()}
