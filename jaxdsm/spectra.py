@@ -21,7 +21,7 @@ def one_matrix_per_call_on_cpu(fn):
 
     Why: jaxlib's CPU LAPACK kernels (up to at least 0.10.1) split a batch over XLA's
     intra-op thread pool and block until the pieces are done. When every pool thread is
-    running a device program (several CPU devices, one per core: ``cpu_devices``), the
+    running a device program (one CPU device per core, ``distributed.split_cpu``), the
     pieces never start and the process hangs. One matrix per call runs inline on the
     calling thread, which is as fast for the small matrices here, and lets each core run
     its own device. Gradients go through ``fn`` itself (batched).
