@@ -209,3 +209,18 @@ def test_sizes_with_different_microbatches_in_one_grid(monkeypatch):
         alone = sweep.run_grid(measure, sizes=(n,), temperatures=[0.5], trials=9, chunk_size=64,
                                progress=False)
         np.testing.assert_array_equal(both.arrays["s"][i], alone.arrays["s"][0])
+
+
+def test_one_compilation_per_size_across_temperatures_and_chunks():
+    traces = []
+
+    def measure(key, temperature, n):
+        traces.append(n)  # runs once per trace
+        m = sinkhorn.random_dsm(key, n, temperature).matrix
+        return {"m00": m[0, 0]}
+
+    result = sweep.run_grid(measure, sizes=(4, 8), temperatures=[0.05, 0.5, 5.0], trials=70,
+                            chunk_size=16, progress=False)
+    assert result.chunks_computed == 2 * 3 * 3  # 70 trials in chunks of 32: 3 per (n, T)
+    assert sorted(traces) == [4, 8]
+    assert len(np.unique(result.arrays["m00"][0])) > 3  # the temperatures were really used
