@@ -5,7 +5,8 @@ vmapped trials (the layout of ``jaxdsm.sweep``), so memory is bounded by the mic
 not by R. The parts are timed apart, after AOT compilation (``jit(f).lower(...).compile()``),
 as the median of a few repeats at one traced temperature:
 
-- sinkhorn: trial key -> U[0, 1] cost -> K sweeps of Algorithm 1 (returns the marginal error);
+- sinkhorn: trial key -> U[0, 1] cost -> K sweeps of Algorithm 1 (returns the marginal error),
+  every one of them (``stop_on_repeat=False``: the cost of K sweeps, whatever T);
 - top_two: sigma_2 by ``spectra.top_two_singular_values`` (the fast path);
 - full_svd: sigma_2 from the full ``spectra.singular_values``.
 
@@ -117,7 +118,8 @@ def part_programs(config: Config, n: int, microbatch: int) -> dict:
 
     def dsm(trial, temperature):
         key = sweep.trial_key(trial, seed=config.seed, trials_per_seed=config.trials_per_seed)
-        return sinkhorn.random_dsm(key, n, temperature, max_iterations=config.iterations)
+        return sinkhorn.random_dsm(key, n, temperature, max_iterations=config.iterations,
+                                   stop_on_repeat=False)
 
     def from_bank(spectrum):
         return lambda trial, bank: spectrum(bank[trial % microbatch])

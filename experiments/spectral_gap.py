@@ -171,13 +171,14 @@ def judge(arrays: dict, rows: list[dict], config: Config) -> tuple[list[Claim], 
         up = np.diff(h) > 0
         per_trial = np.all(np.diff(arrays["sigma2"][list(config.n).index(n)], axis=0) < 0, axis=0)
         verdict = HOLDS if down.all() and up.all() else (FAILS if not down.any() else PARTLY)
+        one_t = "one temperature: no trend to judge"
         claims.append(Claim(
             "Exp 1", f"{tag}: mean sigma_2 falls and H(M) rises monotonically as T rises",
             f"sigma_2: {s2[0]:.4f} at T={_fmt_t(t[0])} -> {s2[-1]:.4g} at T={_fmt_t(t[-1])}; "
             f"{down.sum()}/{down.size} steps down; H: {h[0]:.3f} -> {h[-1]:.3f}, {up.sum()}/{up.size} "
             f"steps up; per trial, sigma_2 strictly decreasing in T for "
             f"{per_trial.mean():.1%} of trials",
-            verdict,
+            *((verdict,) if len(t) > 1 else (UNRESOLVED, one_t)),
         ))
 
         # Exp 1: high T forces sigma_2 -> 0, measured as the decay exponent at the top T.
@@ -187,8 +188,9 @@ def judge(arrays: dict, rows: list[dict], config: Config) -> tuple[list[Claim], 
             "Exp 1", f"{tag}: high temperature forces sigma_2 -> 0",
             f"sigma_2 = {s2[-1]:.3g} at T={_fmt_t(t[-1])}; log-log slope over T in "
             f"[{_fmt_t(t[top][0])}, {_fmt_t(t[-1])}] = {slope:.3f} (sigma_2 ~ T^slope)",
-            HOLDS if slope < -0.9 else (PARTLY if slope < 0 else FAILS),
-            "decays like 1/T" if slope < -0.9 else "",
+            *((UNRESOLVED, "needs two or more temperatures at the hot end") if np.isnan(slope) else
+              (HOLDS if slope < -0.9 else (PARTLY if slope < 0 else FAILS),
+               "decays like 1/T" if slope < -0.9 else "")),
         ))
 
         # Appendix C: sigma_1 = 1.0000 +- 1e-7 in all trials. Judged separately where

@@ -86,12 +86,13 @@ def random_cost(key: jax.Array, n: int, dtype=None) -> jax.Array:
 
 
 def random_dsm(key: jax.Array, n: int, temperature, *, max_iterations: int = 200,
-               dtype=None) -> SinkhornOutput:
+               dtype=None, stop_on_repeat: bool = True) -> SinkhornOutput:
     """Algorithm 1, lines 3-9: a random cost d ~ U[0, 1]^{n x n} and K = ``max_iterations``
     sweeps. d lies in [0, 1), so ``spread_bound=1`` lets "auto" pick its form from the
     temperature alone (one branch per batch)."""
     cost = random_cost(key, n, dtype)
-    return sinkhorn(cost, temperature, max_iterations=max_iterations, spread_bound=1.0)
+    return sinkhorn(cost, temperature, max_iterations=max_iterations, spread_bound=1.0,
+                    stop_on_repeat=stop_on_repeat)
 
 
 def scaling_is_safe(spread, temperature, dtype=None) -> jax.Array:
@@ -114,6 +115,7 @@ def sinkhorn(
     early_stop: bool = False,
     mode: str = "auto",
     spread_bound: jax.Array | float | None = None,
+    stop_on_repeat: bool = True,
 ) -> SinkhornOutput:
     """Projects exp(-cost / temperature) onto the doubly-stochastic matrices.
 
@@ -133,6 +135,9 @@ def sinkhorn(
         "auto" takes one branch for the whole batch (the safe "stabilized" one if any
         element needs it, see ``_for_whole_batch``), so this only spares the spread
         computation and makes the choice independent of the sampled costs.
+      stop_on_repeat: static; without ``early_stop``, stop the sweeps once the float state
+        repeats (same result bits, see the module docstring). False runs every sweep, for
+        timing the cost of K sweeps.
 
     Returns:
       A ``SinkhornOutput``. Rows and columns of ``matrix`` sum to 1 up to ``error``.
@@ -148,7 +153,8 @@ def sinkhorn(
     threshold = jnp.asarray(threshold, cost.dtype)
 
     def run(form):
-        outputs = _iterate(form, cost, temperature, threshold, max_iterations, early_stop)
+        outputs = _iterate(form, cost, temperature, threshold, max_iterations, early_stop,
+                           stop_on_repeat)
         lost = _kernel_underflows(cost, temperature) if form.plain_kernel else jnp.asarray(False)
         return (*outputs, lost)
 
@@ -198,7 +204,7 @@ def _finish(matrix, n_iters, row_error, col_error, underflow, threshold) -> Sink
                           underflow)
 
 
-def _iterate(form, cost, temperature, threshold, max_iterations, early_stop):
+def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, stop_on_repeat=True):
     """Runs sweeps of ``form``; returns (matrix, n_iters, row_error, col_error).
 
     Iterate 0 is the raw kernel; each sweep normalizes rows, then columns, exactly as
@@ -212,7 +218,11 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop):
         return form.iterate(cost, temperature, threshold, max_iterations, early_stop)
     state = form.init(cost, temperature)
     if not early_stop:
-        matrix = form.matrix(_sweeps_until_repeat(form, state, max_iterations)[0])
+        if stop_on_repeat:
+            state, _ = _sweeps_until_repeat(form, state, max_iterations)
+        else:
+            state = lax.fori_loop(0, max_iterations, lambda _, s: form.sweep(s), state)
+        matrix = form.matrix(state)
         return (matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix))
 
     def cond(carry):

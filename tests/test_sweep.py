@@ -11,7 +11,7 @@ import pytest
 import reference
 
 from experiments import spectral_gap
-from experiments.common import execute
+from experiments.common import UNRESOLVED, execute, read_claims
 from jaxdsm import results, sinkhorn, sweep
 
 SMALL = spectral_gap.Config(
@@ -224,3 +224,11 @@ def test_one_compilation_per_size_across_temperatures_and_chunks():
     assert result.chunks_computed == 2 * 3 * 3  # 70 trials in chunks of 32: 3 per (n, T)
     assert sorted(traces) == [4, 8]
     assert len(np.unique(result.arrays["m00"][0])) > 3  # the temperatures were really used
+
+
+def test_one_temperature_leaves_the_trend_claims_unresolved(tmp_path):
+    config = spectral_gap.Config(n=(8,), trials=32, temperatures=1, t_min=1.0, t_max=1.0,
+                                 chunk_size=32)
+    run_dir = execute(spectral_gap.EXPERIMENT, config, out=tmp_path, run_id="r", progress=False)
+    trends = [c for c in read_claims(run_dir) if c.source == "Exp 1"]
+    assert len(trends) == 2 and all(c.verdict == UNRESOLVED for c in trends)
