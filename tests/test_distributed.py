@@ -14,11 +14,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
 import numpy as np
+import pytest
 
 from experiments import EXPERIMENTS, execute
 from experiments import orthogonal_collapse as oc
-from jaxdsm import results
+from jaxdsm import distributed, results
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -103,3 +105,14 @@ def test_two_processes_with_two_devices_each_equal_one_process(tmp_path):
     multi_arrays = results.read_npz(run_dir / "arrays.npz")
     for k, v in results.read_npz(single / "arrays.npz").items():
         np.testing.assert_array_equal(multi_arrays[k], v, err_msg=k)
+
+
+def test_split_cpu_checks_its_input_and_changes_nothing_once_jax_runs(monkeypatch):
+    jax.numpy.zeros(1).block_until_ready()  # JAX has started
+    devices = jax.device_count()
+    assert distributed.split_cpu(2) == 0 and jax.device_count() == devices
+    monkeypatch.setenv("JAXDSM_CPU_DEVICES", "two")
+    with pytest.raises(ValueError, match="JAXDSM_CPU_DEVICES must be an integer"):
+        distributed.split_cpu()
+    with pytest.raises(ValueError, match=">= 1"):
+        distributed.split_cpu(0)
