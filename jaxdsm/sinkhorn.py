@@ -218,11 +218,7 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
         return form.iterate(cost, temperature, threshold, max_iterations, early_stop)
     state = form.init(cost, temperature)
     if not early_stop:
-        if stop_on_repeat:
-            state, _ = _sweeps_until_repeat(form, state, max_iterations)
-        else:
-            state = lax.fori_loop(0, max_iterations, lambda _, s: form.sweep(s), state)
-        matrix = form.matrix(state)
+        matrix = form.matrix(_fixed_sweeps(form, state, max_iterations, stop_on_repeat))
         return (matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix))
 
     def cond(carry):
@@ -244,6 +240,31 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
     start = (state, jnp.zeros_like(cost), jnp.asarray(0, jnp.int32), inf, inf)
     _, matrix, n_iters, row_error, col_error = lax.while_loop(cond, body, start)
     return matrix, n_iters, row_error, col_error
+
+
+def _fixed_sweeps(form, state, max_iterations, stop_on_repeat):
+    """The state after exactly ``max_iterations`` sweeps.
+
+    With ``stop_on_repeat`` the value comes from ``_sweeps_until_repeat``, and derivatives
+    from all the sweeps (a ``custom_jvp``): reverse-mode AD cannot go through its
+    ``while_loop``, and the derivative of K sweeps is the derivative of the paper's map.
+    """
+
+    def every_sweep(state):
+        return lax.fori_loop(0, max_iterations, lambda _, s: form.sweep(s), state)
+
+    if not stop_on_repeat:
+        return every_sweep(state)
+
+    @jax.custom_jvp
+    def until_repeat(state):
+        return _sweeps_until_repeat(form, state, max_iterations)[0]
+
+    @until_repeat.defjvp
+    def _(primals, tangents):
+        return jax.jvp(every_sweep, primals, tangents)
+
+    return until_repeat(state)
 
 
 # Fixed-K runs test for a repeated state once per block of this many sweeps (even, so that
