@@ -188,7 +188,7 @@ def judge(arrays: dict, rows: list[dict], config: Config) -> tuple[list[Claim], 
             "Exp 1", f"{tag}: high temperature forces sigma_2 -> 0",
             f"sigma_2 = {s2[-1]:.3g} at T={_fmt_t(t[-1])}; log-log slope over T in "
             f"[{_fmt_t(t[top][0])}, {_fmt_t(t[-1])}] = {slope:.3f} (sigma_2 ~ T^slope)",
-            *((UNRESOLVED, "needs two or more temperatures at the hot end") if np.isnan(slope) else
+            *((UNRESOLVED, "needs two or more temperatures at the hot end") if top.sum() < 2 else
               (HOLDS if slope < -0.9 else (PARTLY if slope < 0 else FAILS),
                "decays like 1/T" if slope < -0.9 else "")),
         ))

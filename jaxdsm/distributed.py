@@ -57,7 +57,8 @@ def initialize() -> None:
 def split_cpu(count: int | None = None) -> int:
     """Makes the host CPU ``count`` JAX devices, so that a sweep uses every core.
 
-    ``count`` defaults to JAXDSM_CPU_DEVICES, else to the cores this process may use. It
+    ``count`` defaults to JAXDSM_CPU_DEVICES, else to the cores this process may use (no
+    change when XLA_FLAGS already sets ``--xla_force_host_platform_device_count``). It
     only takes effect before JAX's first operation (JAX fixes the CPU device count when it
     starts); afterwards nothing changes. Returns the CPU device count asked for, or 0 when
     JAX had already started. The LAPACK calls of ``jaxdsm.spectra`` are safe on several
@@ -66,9 +67,11 @@ def split_cpu(count: int | None = None) -> int:
     on jaxlib <= 0.10.
     """
     if count is None:
+        if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", ""):
+            return 0  # the user chose the CPU device count already
         env = os.environ.get(_CPU_DEVICES_ENV, "")
         try:
-            count = int(env) if env else len(os.sched_getaffinity(0))
+            count = int(env) if env else _usable_cores()
         except ValueError:
             raise ValueError(f"{_CPU_DEVICES_ENV} must be an integer, got {env!r}") from None
     if count < 1:
@@ -78,6 +81,12 @@ def split_cpu(count: int | None = None) -> int:
     except RuntimeError:  # JAX has started: its device count is fixed
         return 0
     return count
+
+
+def _usable_cores() -> int:
+    if hasattr(os, "sched_getaffinity"):  # Linux: the cores this process may run on
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
 
 
 def trial_mesh(devices=None) -> Mesh:

@@ -121,12 +121,12 @@ def prepare_run_dir(out: Path | str, experiment: str, run_id: str | None = None)
     out = Path(out)
     run_id = run_id or new_run_id()
     run_dir = out / experiment / run_id
-    if run_dir.exists() and any(run_dir.iterdir()):
-        suffix = 1
-        while (out / experiment / f"{run_id}-{suffix}").exists():
-            suffix += 1
-        run_dir = out / experiment / f"{run_id}-{suffix}"
     try:
+        if run_dir.exists() and (not run_dir.is_dir() or any(run_dir.iterdir())):
+            suffix = 1
+            while (out / experiment / f"{run_id}-{suffix}").exists():
+                suffix += 1
+            run_dir = out / experiment / f"{run_id}-{suffix}"
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
         probe.write_bytes(b"")

@@ -57,7 +57,8 @@ class SinkhornOutput(NamedTuple):
       row_error: max_i |sum_j M_ij - 1|.
       col_error: max_j |sum_i M_ij - 1|.
       error: max(row_error, col_error), the max marginal error.
-      n_iters: number of full row-then-column sweeps performed.
+      n_iters: number of full row-then-column sweeps the result stands for (K without
+        early stopping, even where the repeat shortcut computed fewer: same bits).
       converged: ``error <= threshold``, the matrix is finite, and no kernel entry was
         lost to underflow.
       finite: every entry of ``matrix`` is finite.
@@ -285,11 +286,14 @@ def _sweeps_until_repeat(form, state, max_iterations):
     keeps the loop's per-iteration overhead (a compare and a branch) off every sweep.
     """
     period = REPEAT_CHECK_PERIOD
-    state = lax.fori_loop(0, max_iterations % period, lambda _, s: form.sweep(s), state)
+    first = max_iterations % period
+    if first == 1 and max_iterations > period:
+        first += period  # XLA inlines a one-trip loop, and the copy rounds differently
+    state = lax.fori_loop(0, first, lambda _, s: form.sweep(s), state)
 
     def unfinished(carry):
         blocks, repeated, _ = carry
-        return (blocks < max_iterations // period) & ~repeated
+        return (blocks < (max_iterations - first) // period) & ~repeated
 
     def sweep(_, carry):  # carries the moving parts of the two states before the current
         _, one_back, current = carry
@@ -308,7 +312,7 @@ def _sweeps_until_repeat(form, state, max_iterations):
 
     start = (jnp.asarray(0, jnp.int32), jnp.asarray(False), state)
     blocks, _, state = lax.while_loop(unfinished, block, start)
-    return state, max_iterations % period + blocks * period
+    return state, first + blocks * period
 
 
 # Each form: init(cost, T) -> state (iterate 0, the raw kernel); sweep(state) -> state

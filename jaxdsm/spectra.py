@@ -16,15 +16,17 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def one_matrix_per_call_on_cpu(fn):
-    """``fn`` (a LAPACK factorization of one matrix) applied to a batch one matrix at a time
-    on CPU, as one batched call elsewhere.
+    """``fn`` (a LAPACK factorization of one matrix) made to run one matrix per call on CPU
+    when it is vmapped (as jaxdsm's sweeps and trial functions are), and batched elsewhere.
+    Called directly on a stacked array it is still one batched call.
 
     Why: jaxlib's CPU LAPACK kernels (up to at least 0.10.1) split a batch over XLA's
     intra-op thread pool and block until the pieces are done. When every pool thread is
     running a device program (one CPU device per core, ``distributed.split_cpu``), the
     pieces never start and the process hangs. One matrix per call runs inline on the
     calling thread, which is as fast for the small matrices here, and lets each core run
-    its own device. Gradients go through ``fn`` itself (batched).
+    its own device. Gradients go through ``fn`` itself (batched, so differentiating these
+    on several CPU devices at once can still hang on such jaxlib versions).
     """
     sequential = jax.custom_batching.sequential_vmap(fn)
 

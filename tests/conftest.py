@@ -8,6 +8,10 @@ import zlib
 
 # Headless figures; must be set before anything imports matplotlib.
 os.environ["MPLBACKEND"] = "Agg"
+# One CPU device for the whole session, whichever test starts JAX first: the in-process CLI
+# tests would otherwise split the CPU (jaxdsm.distributed.split_cpu) for every later test.
+# Tests of several devices ask for them explicitly in subprocesses.
+os.environ.setdefault("JAXDSM_CPU_DEVICES", "1")
 
 # `import reference` works whatever pytest's import mode or a future tests/__init__.py.
 _TESTS_DIR = os.path.dirname(os.path.abspath(__file__))

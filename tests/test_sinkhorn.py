@@ -387,7 +387,7 @@ def test_vmap_over_trials_and_temperatures_matches_python_loop(rng, mode, early_
                 assert bool(got.converged) == bool(one.converged)
 
 
-@pytest.mark.parametrize("mode,stops_early", [("scaling", 0.9), ("direct", 0.2)])
+@pytest.mark.parametrize("mode,stops_early", [("scaling", 0.9), ("log", 0.9), ("direct", 0.2)])
 def test_stopping_at_a_repeated_state_gives_the_bits_of_all_sweeps(mode, stops_early):
     """Fixed-K runs stop once the state repeats (fixed point or two-state cycle); the result
     must be the one of every sweep run, bit for bit, for odd and even K. Reference: the same
@@ -400,7 +400,7 @@ def test_stopping_at_a_repeated_state_gives_the_bits_of_all_sweeps(mode, stops_e
 
     costs = jax.vmap(lambda key: random_cost(key, 64))(jax.random.split(jax.random.PRNGKey(1), 64))
     temperatures = [jnp.float32(t) for t in (0.1, 0.5, 10.0)]
-    for k in (1, 2, 3, 61, 200):
+    for k in (1, 2, 3, 9, 17, 61, 200):  # 9, 17: one sweep before the blocks of 8
         ours = jax.jit(jax.vmap(lambda c, t, k=k: sinkhorn(c, t, max_iterations=k, mode=mode).matrix,
                                 in_axes=(0, None)))
         loop = jax.jit(jax.vmap(lambda c, t, k=k: all_sweeps(c, t, k), in_axes=(0, None)))
