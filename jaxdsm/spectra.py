@@ -71,11 +71,10 @@ def top_two_singular_values(
        the rest (and small sigma_2 at high T keeps its float32 accuracy). Its
        eigenvectors are B's left singular vectors (B B^T rather than B^T B: on CPU XLA's
        product with the transposed right operand is about 1.5x faster).
-    2. G is squared ``squarings`` times: a power 2**squarings that separates the top
-       ``block`` eigenvectors from the rest. It is trace-normalized first and after every
-       second squaring: with the top eigenvalue in [1/n, 1], two squarings leave it above
-       n^-4, far from float underflow. With the left Gram matrix this made the function
-       10% faster at n = 64 on CPU (BENCHMARKS.md).
+    2. G is squared ``squarings`` times (``_squared``): a power 2**squarings that separates
+       the top ``block`` eigenvectors from the rest. Normalizing only every second squaring
+       and the left Gram matrix made the function 10% faster at n = 64 on CPU
+       (BENCHMARKS.md).
     3. Q = orthonormal basis of [1/sqrt(n), G^p X0] for a fixed random X0 (n x block).
     4. The singular values of Q^T M ((block + 1) x n) are Ritz values of M: the top two
        approximate sigma_1 and sigma_2 of M itself, also when M is not exactly doubly
@@ -89,8 +88,20 @@ def top_two_singular_values(
     """
     n = matrix.shape[-1]
     b = double_center(matrix)
-    gram = jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=_HIGHEST)
-    tiny = jnp.finfo(matrix.dtype).tiny
+    gram = _squared(jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=_HIGHEST), squarings)
+    probe = jax.random.normal(jax.random.PRNGKey(0), (n, block), matrix.dtype)
+    dominant = jnp.matmul(gram, probe, precision=_HIGHEST)
+    mean_direction = jnp.full(dominant.shape[:-1] + (1,), n**-0.5, matrix.dtype)
+    basis = _orthonormal_basis(jnp.concatenate([mean_direction, dominant], axis=-1))
+    ritz = _svdvals(jnp.matmul(jnp.swapaxes(basis, -1, -2), matrix, precision=_HIGHEST))
+    return ritz[..., :2]
+
+
+def _squared(gram: jax.Array, squarings: int) -> jax.Array:
+    """gram^(2^squarings) up to a positive factor (trace-normalized first, after every second
+    squaring and at the end): with the top eigenvalue in [1/n, 1] after a normalization,
+    two squarings leave it above n^-4, far from float underflow."""
+    tiny = jnp.finfo(gram.dtype).tiny
 
     def normalized(g):
         return g / jnp.maximum(jnp.trace(g, axis1=-2, axis2=-1)[..., None, None], tiny)
@@ -100,12 +111,7 @@ def top_two_singular_values(
         gram = jnp.matmul(gram, gram, precision=_HIGHEST)
         if i % 2 == 1 or i == squarings - 1:
             gram = normalized(gram)
-    probe = jax.random.normal(jax.random.PRNGKey(0), (n, block), matrix.dtype)
-    dominant = jnp.matmul(gram, probe, precision=_HIGHEST)
-    mean_direction = jnp.full(dominant.shape[:-1] + (1,), n**-0.5, matrix.dtype)
-    basis = _orthonormal_basis(jnp.concatenate([mean_direction, dominant], axis=-1))
-    ritz = _svdvals(jnp.matmul(jnp.swapaxes(basis, -1, -2), matrix, precision=_HIGHEST))
-    return ritz[..., :2]
+    return gram
 
 
 def entropy(matrix: jax.Array) -> jax.Array:
@@ -135,11 +141,8 @@ def sigma2(matrix: jax.Array) -> jax.Array:
 def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> jax.Array:
     """Largest singular value by Gram squaring and a Rayleigh-Ritz step on ``probe``'s block
     (as ``top_two_singular_values``); a Ritz value, so never above the true value."""
-    gram = jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST)
-    tiny = jnp.finfo(matrix.dtype).tiny
-    for _ in range(squarings):
-        gram = jnp.matmul(gram, gram, precision=_HIGHEST)
-        gram = gram / jnp.maximum(jnp.trace(gram, axis1=-2, axis2=-1)[..., None, None], tiny)
+    gram = _squared(jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST),
+                    squarings)
     basis = _orthonormal_basis(jnp.matmul(gram, probe, precision=_HIGHEST))
     ritz = _svdvals(jnp.matmul(matrix, basis, precision=_HIGHEST))
     return ritz[..., 0]

@@ -48,21 +48,31 @@ def test_sharded_sweeps_equal_one_device_when_trials_do_not_divide(tmp_path):
 
 def test_cpu_split_into_devices_runs_spectra_on_both_and_matches_one(tmp_path):
     out = tmp_path / "arrays.npz"
-    proc = subprocess.Popen([sys.executable, str(HERE / "cpu_cores_sweep.py"), str(out)],
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        log = proc.communicate(timeout=300)[0]
-    finally:  # before jaxdsm ran LAPACK one matrix at a time, this hung
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+    # Before jaxdsm ran LAPACK one matrix at a time, this hung.
+    (proc,), (log,) = _run_all([[sys.executable, str(HERE / "cpu_cores_sweep.py"), str(out)]],
+                               [_env()])
     assert proc.returncode == 0, log[-3000:]
     arrays = dict(np.load(out))
     for name in ("top_two", "svd", "lambda2", "henrici"):
         one, two = arrays[f"{name}/1"], arrays[f"{name}/2"]
         assert one.shape[:3] == (1, 2, 70) and np.all(np.isfinite(one))
         np.testing.assert_array_equal(two, one, err_msg=name)
+
+
+def _run_all(commands, envs, timeout=300):
+    """Starts every command at once; (processes, combined outputs). A process still running
+    after ``timeout`` (a hang, a stuck collective) is killed with its whole process group."""
+    procs = [subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              text=True, start_new_session=True)
+             for cmd, env in zip(commands, envs)]
+    try:
+        logs = [p.communicate(timeout=timeout)[0] for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+    return procs, logs
 
 
 def _free_port() -> int:
@@ -75,23 +85,12 @@ def test_two_processes_with_two_devices_each_equal_one_process(tmp_path):
     config = {"n": 8, "trials": 37, "temperatures": 2, "chunk_size": 16}
     flags = [f"--{k.replace('_', '-')}={v}" for k, v in config.items()]
     port = _free_port()
-    procs = []
-    for pid in range(2):
-        env = _env(JAXDSM_DISTRIBUTED="1", JAXDSM_COORDINATOR=f"127.0.0.1:{port}",
-                   JAXDSM_NUM_PROCESSES="2", JAXDSM_PROCESS_ID=str(pid),
-                   XLA_FLAGS="--xla_force_host_platform_device_count=2")
-        cmd = [sys.executable, "-m", "jaxdsm.cli", "run", "orthogonal-collapse", *flags,
-               "--out", str(tmp_path / "multi"), "--run-id", "mp", "--no-progress"]
-        procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE,
-                                      stderr=subprocess.STDOUT, text=True,
-                                      start_new_session=True))
-    try:
-        logs = [p.communicate(timeout=300)[0] for p in procs]
-    finally:
-        for p in procs:  # a hung collective must not outlive the test
-            if p.poll() is None:
-                os.killpg(p.pid, signal.SIGKILL)
-                p.wait()
+    envs = [_env(JAXDSM_DISTRIBUTED="1", JAXDSM_COORDINATOR=f"127.0.0.1:{port}",
+                 JAXDSM_NUM_PROCESSES="2", JAXDSM_PROCESS_ID=str(pid),
+                 XLA_FLAGS="--xla_force_host_platform_device_count=2") for pid in range(2)]
+    cmd = [sys.executable, "-m", "jaxdsm.cli", "run", "orthogonal-collapse", *flags,
+           "--out", str(tmp_path / "multi"), "--run-id", "mp", "--no-progress"]
+    procs, logs = _run_all([cmd, cmd], envs)
     assert [p.returncode for p in procs] == [0, 0], "\n".join(log[-3000:] for log in logs)
     assert "wrote" in logs[0] and "wrote" not in logs[1]  # only process 0 reports and writes
     run_dir = tmp_path / "multi" / "orthogonal-collapse" / "mp"
