@@ -10,19 +10,18 @@ columns to sum to 1, K times. Equivalent forms of one sweep are provided:
 - ``"log"``: potentials f, g with log M = -d/T + f_i + g_j updated by logsumexp; stays
   finite in float32 at small T, where exp(-d/T) underflows. 2 n^2 exp per sweep.
 - ``"stabilized"``: the log-domain potentials, but sweeps run as scalings of the
-  stabilized kernel exp(-d/T + f_i + g_j), absorbed back into f, g every few sweeps
+  stabilized kernel exp(-d/T + f_i + g_j), absorbed back into f, g when the scalings grow
   (Schmitzer 2019, "Stabilized sparse scaling algorithms", sec. 3; POT's
   ``sinkhorn_stabilized`` uses the same idea with a threshold). Same iterates as "log"
-  at a fraction of the exps; the absorption period is chosen so that no entry lost to
-  float underflow can regain weight before the next absorption (see ``_absorb_period``).
+  at a fraction of the exps; the absorption threshold is chosen so that no entry lost to
+  float underflow can regain weight before the next absorption (see ``_absorb_limit``).
 - ``"auto"``: ``"scaling"`` where exp(-range(d)/T) is safely representable in the dtype,
   ``"stabilized"`` otherwise, chosen by ``lax.cond`` on the traced temperature (one branch
   runs when the predicate is not batched, see ``spread_bound``; both run otherwise).
 
-Exactly K sweeps (``early_stop=False``, the paper's fixed K) in the "scaling", "log" and
-"direct" forms stop as soon as the float state repeats (``_sweeps_until_repeat``): the
-remaining sweeps could only reproduce it, so the result has the bits of all K sweeps at
-a fraction of the work when T is not small.
+Exactly K sweeps (``early_stop=False``, the paper's fixed K) stop as soon as the float
+state repeats (``_sweeps_until_repeat``): the remaining sweeps could only reproduce it, so
+the result has the bits of all K sweeps at a fraction of the work when T is not small.
 
 The design splits traced data (temperature, threshold: changing them never recompiles)
 from static choices (iteration count, mode, early stopping), as in OTT-JAX's
@@ -156,6 +155,12 @@ def sinkhorn(
     def run(form):
         outputs = _iterate(form, cost, temperature, threshold, max_iterations, early_stop,
                            stop_on_repeat)
+        if form is _StabilizedForm:  # rerun with absorptions where the scalings grew too large
+            outputs = lax.cond(
+                _for_whole_batch(outputs[-1]), lambda: outputs,
+                lambda: _iterate(_AbsorbingForm, cost, temperature, threshold, max_iterations,
+                                 early_stop, stop_on_repeat))
+        outputs = outputs[:-1]
         lost = _kernel_underflows(cost, temperature) if form.plain_kernel else jnp.asarray(False)
         return (*outputs, lost)
 
@@ -206,21 +211,29 @@ def _finish(matrix, n_iters, row_error, col_error, underflow, threshold) -> Sink
 
 
 def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, stop_on_repeat=True):
-    """Runs sweeps of ``form``; returns (matrix, n_iters, row_error, col_error).
+    """Runs sweeps of ``form``; returns (matrix, n_iters, row_error, col_error, exact),
+    exact False where the form says its float state may have lost accuracy
+    (``_StabilizedForm.exact``).
 
-    Iterate 0 is the raw kernel; each sweep normalizes rows, then columns, exactly as
-    Algorithm 1, so ``n_iters`` counts the paper's K. With early stopping, the error
-    tested after each sweep is the one ``_finish`` reports, measured on the matrix
-    itself: stopping and ``converged`` agree by construction (the price is one extra
-    pass over the matrix per sweep; a float32 row sum rounds at a few 1e-7, so a cheaper
-    in-loop estimate could stop on a matrix that then fails the tolerance).
+    Iterate 0 is the raw kernel (the stabilized form starts at iterate 1); each sweep
+    normalizes rows, then columns, exactly as Algorithm 1, so ``n_iters`` counts the
+    paper's K. With early stopping, the error tested after each sweep is the one
+    ``_finish`` reports, measured on the matrix itself: stopping and ``converged`` agree
+    by construction (the price is one extra pass over the matrix per sweep; a float32 row
+    sum rounds at a few 1e-7, so a cheaper in-loop estimate could stop on a matrix that
+    then fails the tolerance).
     """
-    if hasattr(form, "iterate"):
-        return form.iterate(cost, temperature, threshold, max_iterations, early_stop)
+
+    def exact(state):
+        return form.exact(state) if hasattr(form, "exact") else jnp.asarray(True)
+
     state = form.init(cost, temperature)
+    sweeps = max_iterations - form.init_sweeps
     if not early_stop:
-        matrix = form.matrix(_fixed_sweeps(form, state, max_iterations, stop_on_repeat))
-        return (matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix))
+        state = _fixed_sweeps(form, state, sweeps, stop_on_repeat)
+        matrix = form.matrix(state)
+        return (matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix),
+                exact(state))
 
     def cond(carry):
         _, _, it, row_error, col_error = carry
@@ -237,10 +250,14 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
         matrix = form.matrix(state)
         return (state, matrix, it + 1, *marginal_errors(matrix))
 
-    inf = jnp.asarray(jnp.inf, cost.dtype)
-    start = (state, jnp.zeros_like(cost), jnp.asarray(0, jnp.int32), inf, inf)
-    _, matrix, n_iters, row_error, col_error = lax.while_loop(cond, body, start)
-    return matrix, n_iters, row_error, col_error
+    if form.init_sweeps:
+        matrix = form.matrix(state)
+        start = (state, matrix, jnp.asarray(form.init_sweeps, jnp.int32), *marginal_errors(matrix))
+    else:
+        inf = jnp.asarray(jnp.inf, cost.dtype)
+        start = (state, jnp.zeros_like(cost), jnp.asarray(0, jnp.int32), inf, inf)
+    state, matrix, n_iters, row_error, col_error = lax.while_loop(cond, body, start)
+    return matrix, n_iters, row_error, col_error, exact(state)
 
 
 def _fixed_sweeps(form, state, max_iterations, stop_on_repeat):
@@ -276,14 +293,17 @@ REPEAT_CHECK_PERIOD = 8
 def _sweeps_until_repeat(form, state, max_iterations):
     """(The state after ``max_iterations`` sweeps, bit for bit; the sweeps computed).
 
-    A sweep is a fixed function of the state, so once the state equals the one of two
-    sweeps earlier (a float fixed point, or a two-state cycle in the last bits) every later
-    state is known. Sweeps run in blocks of ``REPEAT_CHECK_PERIOD``; after a block whose
-    last state repeats, every remaining block would end on that same state, so the loop
-    stops. At moderate and high T float32 Sinkhorn repeats after a median of 10-20 of the
-    paper's 200 sweeps (n = 64); a trial that never repeats runs all of them. Under vmap
-    the loop runs until every trial of the batch has stopped. Checking once per block
-    keeps the loop's per-iteration overhead (a compare and a branch) off every sweep.
+    A sweep is a fixed function of the state, and the next state depends on the current
+    one only through the form's ``driver`` (v in the scaling form: the next u is
+    1 / (K v)). Once the driver equals the one of two sweeps earlier (a float fixed point,
+    or a two-state cycle in the last bits) every later state repeats with period two.
+    Sweeps run in blocks of ``REPEAT_CHECK_PERIOD``; after a block whose last driver
+    repeats, every remaining block would end on that same state, so the loop stops. At
+    moderate and high T float32 Sinkhorn repeats after a median of 10-20 of the paper's
+    200 sweeps (n = 64); a trial that never repeats runs all of them. Under vmap the loop
+    runs until every trial of the batch has stopped. Checking once per block keeps the
+    loop's per-iteration overhead (a compare and a branch) off every sweep, and comparing
+    only the driver keeps the values carried from sweep to sweep few.
     """
     period = REPEAT_CHECK_PERIOD
     first = max_iterations % period
@@ -295,19 +315,19 @@ def _sweeps_until_repeat(form, state, max_iterations):
         blocks, repeated, _ = carry
         return (blocks < (max_iterations - first) // period) & ~repeated
 
-    def sweep(_, carry):  # carries the moving parts of the two states before the current
+    def sweep(_, carry):  # carries the drivers of the two states before the current
         _, one_back, current = carry
-        return one_back, form.moving(current), form.sweep(current)
+        return one_back, form.driver(current), form.sweep(current)
 
     def block(carry):
         # Every sweep of every block comes from this one loop body: compiled copies of a
         # sweep elsewhere may round differently, and the repeat must be of this code's own
         # iterates.
         blocks, _, state = carry
-        moving = form.moving(state)
-        two_back, _, state = lax.fori_loop(0, period, sweep, (moving, moving, state))
+        driver = form.driver(state)
+        two_back, _, state = lax.fori_loop(0, period, sweep, (driver, driver, state))
         repeated = jnp.all(jnp.asarray([jnp.all(a == b) for a, b in
-                                        zip(form.moving(state), two_back)]))
+                                        zip(form.driver(state), two_back)]))
         return blocks + 1, repeated, state
 
     start = (jnp.asarray(0, jnp.int32), jnp.asarray(False), state)
@@ -315,15 +335,18 @@ def _sweeps_until_repeat(form, state, max_iterations):
     return state, first + blocks * period
 
 
-# Each form: init(cost, T) -> state (iterate 0, the raw kernel); sweep(state) -> state
-# after one row-then-column normalization; matrix(state) -> M; moving(state) -> the parts
-# of the state that sweeps change (compared to detect a repeat).
+# Each form: init(cost, T) -> state (iterate 0, the raw kernel, or iterate init_sweeps);
+# sweep(state) -> state after one row-then-column normalization; matrix(state) -> M;
+# driver(state) -> the part of the state that the next sweep's result depends on and that
+# sweeps change (compared to detect a repeat: if it equals the one of two sweeps earlier,
+# every later state repeats with period two, see _sweeps_until_repeat).
 
 
 class _DirectForm:
     """The paper's loop: A <- A / rowsums; A <- A / colsums."""
 
     plain_kernel = True
+    init_sweeps = 0
 
     @staticmethod
     def init(cost, temperature):
@@ -341,7 +364,7 @@ class _DirectForm:
         return a
 
     @staticmethod
-    def moving(a):
+    def driver(a):
         return (a,)
 
 
@@ -349,6 +372,7 @@ class _ScalingForm:
     """M = diag(u) K diag(v) with K = exp(-d/T); state (K, u, v)."""
 
     plain_kernel = True
+    init_sweeps = 0
 
     @staticmethod
     def init(cost, temperature):
@@ -368,14 +392,15 @@ class _ScalingForm:
         return u[:, None] * kernel * v[None, :]
 
     @staticmethod
-    def moving(state):
-        return state[1:]
+    def driver(state):
+        return state[2:]  # v: the next u is 1 / (K v)
 
 
 class _LogForm:
     """log M = -d/T + f_i + g_j; state (-d/T, f, g)."""
 
     plain_kernel = False
+    init_sweeps = 0
 
     @staticmethod
     def init(cost, temperature):
@@ -394,8 +419,8 @@ class _LogForm:
         return jnp.exp(log_kernel + f[:, None] + g[None, :])
 
     @staticmethod
-    def moving(state):
-        return state[1:]
+    def driver(state):
+        return state[2:]  # g: the next f is -logsumexp(-d/T + g)
 
 
 def _shifted_log_kernel(cost, temperature):
@@ -412,95 +437,117 @@ def _kernel_underflows(cost, temperature):
     return jnp.any(_shifted_log_kernel(cost, temperature) < math.log(jnp.finfo(cost.dtype).tiny))
 
 
-def _absorb_period(n: int, dtype) -> int:
-    """Sweeps between absorptions in the stabilized form.
-
-    After the first full sweep every half-step rescales a row or column by a factor in
-    [1/n, n] (row sums of a column-normalized matrix lie in [1/n, n], and vice versa), so
-    an entry grows by at most n^2 per sweep. An entry flushed to 0 (below ``tiny``) is
-    therefore still below ``eps`` after P sweeps when n^(2P) <= eps / tiny; absorption
-    then recomputes it exactly from the potentials.
-    """
+def _scaling_budget(dtype) -> float:
+    """log(eps / tiny): the stabilized form's result is exact (to eps) while every state has
+    log(max u) + log(max v) below this (an entry of the stabilized kernel flushed to 0,
+    below ``tiny``, then contributes at most tiny * max(u) * max(v) < eps to M), and the
+    same bound on |log u|, |log v| keeps the scalings far from float under/overflow."""
     info = jnp.finfo(dtype)
-    budget = math.log(float(info.eps)) - math.log(float(info.tiny))
-    return int(max(1, min(20, budget // (2 * math.log(n)))))
+    return math.log(float(info.eps)) - math.log(float(info.tiny))
+
+
+def _scaling_size(record):
+    """2 log max(record), for a ``record`` at least u, 1/u, v and 1/v elementwise: bounds
+    log(max u) + log(max v) and |log u|, |log v|, the sizes ``_scaling_budget`` limits."""
+    return 2 * jnp.log(jnp.max(record))
 
 
 class _StabilizedForm:
-    """Potentials f, g plus scalings u, v of the stabilized kernel K~ = exp(-d/T + f + g).
+    """Potentials f, g plus scalings u, v of the stabilized kernel K~ = exp(-d/T + f + g);
+    state (-d/T, f, g, K~, u, v, record) and M = diag(u) K~ diag(v).
 
-    M = diag(u) K~ diag(v). The first sweep runs in the log domain (logsumexp), so K~
-    starts as a doubly-normalized matrix with entries <= 1; later sweeps are two
-    matrix-vector products each, and every ``_absorb_period`` sweeps u, v are folded
-    into f, g (one n^2 exp).
+    ``init`` is the first sweep, in the log domain (logsumexp), so K~ starts as a
+    doubly-normalized matrix with entries <= 1. Later sweeps are the scaling form's two
+    matrix-vector products, and keep an elementwise record of the largest of u, 1/u, v
+    and 1/v. If its ``_scaling_size`` stays within ``_scaling_budget`` (``exact``) the
+    result is exact, and no n^2 exp was spent after the first sweep: in Algorithm 1's
+    setting (n = 64, U[0, 1] costs, T >= 0.01, float32, 200 sweeps) that is always the
+    case. Otherwise ``sinkhorn`` reruns the projection with ``_AbsorbingForm`` (at
+    T = 1e-3 it does).
+
+    Why not absorb inside the sweep loop directly: a ``lax.cond`` in every sweep copies
+    the n^2 kernel each time, which tripled the cost of a sweep on CPU. And why one
+    elementwise record: reductions in every sweep cost as much as the sweep itself.
     """
 
     plain_kernel = False
+    init_sweeps = 1
 
     @staticmethod
-    def iterate(cost, temperature, threshold, max_iterations, early_stop):
-        n = cost.shape[0]
-        period = _absorb_period(n, cost.dtype)
+    def init(cost, temperature):
         log_kernel = cost * (-1 / temperature)  # see _shifted_log_kernel
         f = -jax.nn.logsumexp(log_kernel, axis=1)
         g = -jax.nn.logsumexp(log_kernel + f[:, None], axis=0)
-        ones = jnp.ones(n, cost.dtype)
+        ones = jnp.ones(cost.shape[0], cost.dtype)
+        kernel = jnp.exp(log_kernel + f[:, None] + g[None, :])
+        return log_kernel, f, g, kernel, ones, ones, ones
 
-        def absorb(state):
-            f, g, _, u, v = state
+    @staticmethod
+    def sweep(state):
+        log_kernel, f, g, kernel, _, v, record = state
+        row_sums = jnp.matmul(kernel, v, precision=_HIGHEST)
+        u = 1 / row_sums
+        col_sums = jnp.matmul(kernel.T, u, precision=_HIGHEST)
+        v = 1 / col_sums
+        # jnp.maximum propagates NaN: a scaling that overflowed makes ``exact`` False.
+        record = jnp.maximum(jnp.maximum(record, jnp.maximum(u, row_sums)),
+                             jnp.maximum(v, col_sums))
+        return log_kernel, f, g, kernel, u, v, record
+
+    @staticmethod
+    def matrix(state):
+        kernel, u, v = state[3:6]
+        return u[:, None] * kernel * v[None, :]
+
+    @staticmethod
+    def driver(state):
+        # v: the next u is 1 / (K~ v). The record needs no comparing: once v repeats, the
+        # later scalings are the two of the cycle, already recorded.
+        return state[5:6]
+
+    @staticmethod
+    def exact(state):
+        """False where a state on the way may have lost mass to underflow, or overflowed
+        (NaN: u or v went to inf or 0)."""
+        size = _scaling_size(state[-1])
+        return size <= _scaling_budget(size.dtype)
+
+
+class _AbsorbingForm(_StabilizedForm):
+    """The stabilized form that folds u, v into f, g (one n^2 exp) after any sweep that
+    leaves ``_scaling_size`` above the budget minus 2 log n: one sweep grows max(u) and
+    max(v) by at most a factor n each (after a full sweep every half-step rescales a row
+    or column by a factor in [1/n, n]: row sums of a column-normalized matrix lie there),
+    so the next sweep stays within the budget. Under vmap one element that needs it
+    absorbs the whole batch (a real branch, ``_for_whole_batch``)."""
+
+    @staticmethod
+    def sweep(state):
+        log_kernel, f, g, kernel, u, v, _ = state
+        u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
+        v = 1 / jnp.matmul(kernel.T, u, precision=_HIGHEST)
+        record = jnp.maximum(jnp.maximum(u, 1 / u), jnp.maximum(v, 1 / v))
+        limit = _scaling_budget(u.dtype) - 2 * math.log(u.shape[0])
+        # Written as "not above" so that a NaN trial does not absorb at every sweep.
+        keep = ~(_scaling_size(record) > limit)
+
+        def absorbed(state):
+            log_kernel, f, g, _, u, v, _ = state
             f, g = f + jnp.log(u), g + jnp.log(v)
-            return f, g, jnp.exp(log_kernel + f[:, None] + g[None, :]), ones, ones
+            ones = jnp.ones_like(u)
+            kernel = jnp.exp(log_kernel + f[:, None] + g[None, :])
+            return log_kernel, f, g, kernel, ones, ones, ones
 
-        def sweep(state):
-            f, g, kernel, _, v = state
-            u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
-            return f, g, kernel, u, 1 / jnp.matmul(kernel.T, u, precision=_HIGHEST)
+        return lax.cond(_for_whole_batch(keep), lambda s: s, absorbed,
+                        (log_kernel, f, g, kernel, u, v, record))
 
-        def matrix(state):
-            _, _, kernel, u, v = state
-            return u[:, None] * kernel * v[None, :]
+    @staticmethod
+    def driver(state):
+        return state[1:3] + state[5:6]  # f, g and v
 
-        def block(state, length):
-            return absorb(lax.fori_loop(0, length, lambda _, s: sweep(s), state))
-
-        state = (f, g, jnp.exp(log_kernel + f[:, None] + g[None, :]), ones, ones)  # sweep 1
-        if not early_stop:
-            blocks, rest = divmod(max_iterations - 1, period)
-            state = lax.fori_loop(0, blocks, lambda _, s: block(s, period), state)
-            m = matrix(lax.fori_loop(0, rest, lambda _, s: sweep(s), state))
-            return (m, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(m))
-
-        # Early stop: whole blocks of sweeps (absorbing after each, an unbatched step), and
-        # inside a block the first sweep that meets the tolerance is kept; at most
-        # period - 1 further sweeps are computed and discarded.
-        m0 = matrix(state)
-        first = (m0, jnp.asarray(1, jnp.int32), *marginal_errors(m0))
-
-        def met(found):
-            _, _, row_error, col_error = found
-            return jnp.maximum(row_error, col_error) <= threshold
-
-        def cond(carry):
-            _, found, it = carry
-            return ~met(found) & (it < max_iterations)
-
-        def body(carry):
-            state, found, it = carry
-
-            def step(i, inner):
-                state, found = inner
-                state = sweep(state)
-                m = matrix(state)
-                candidate = (m, it + i + 1, *marginal_errors(m))
-                take = ~met(found) & (it + i + 1 <= max_iterations)
-                found = jax.tree.map(lambda a, b: jnp.where(take, a, b), candidate, found)
-                return state, found
-
-            state, found = lax.fori_loop(0, period, step, (state, found))
-            return absorb(state), found, it + period
-
-        _, found, _ = lax.while_loop(cond, body, (state, first, jnp.asarray(1, jnp.int32)))
-        return found
+    @staticmethod
+    def exact(state):
+        return jnp.asarray(True)  # it absorbs before anything is lost
 
 
 _FORMS = {

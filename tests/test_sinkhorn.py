@@ -172,6 +172,42 @@ def test_log_domain_at_small_temperature_matches_float64_log_reference(rng, mode
     np.testing.assert_allclose(out.error, ref.marginal_errors(out.matrix)[2], atol=ERROR_ATOL)
 
 
+@pytest.mark.parametrize("forced", (False, True))
+def test_stabilized_form_absorbs_only_when_needed_and_stays_exact(rng, monkeypatch, forced):
+    """The stabilized form's sweeps never absorb; where its scalings grew past
+    ``_scaling_budget`` (never in Algorithm 1's range: n = 64, T >= 0.01, K = 200; but at
+    T = 1e-3) ``sinkhorn`` reruns with ``_AbsorbingForm``. forced: a budget of 0 makes every
+    run rerun, absorbing after every sweep. Either way the result is Algorithm 1's
+    (float64 log-domain reference)."""
+    if forced:
+        monkeypatch.setattr(sinkhorn_module, "_scaling_budget", lambda dtype: 0.0)
+    d32, d64 = ref.uniform_cost(rng, (4, 64, 64))
+    absorbing = sinkhorn_module._AbsorbingForm
+
+    @functools.partial(jax.jit, static_argnums=2)
+    @functools.partial(jax.vmap, in_axes=(0, None, None))
+    def run(cost, temperature, k):
+        fast = sinkhorn_module._iterate(sinkhorn_module._StabilizedForm, cost, temperature,
+                                        0.0, k, early_stop=False)
+        rerun = sinkhorn_module._iterate(absorbing, cost, temperature, 0.0, k, early_stop=False)
+        start = absorbing.init(cost, temperature)
+        end = jax.lax.fori_loop(0, k - 1, lambda _, s: absorbing.sweep(s), start)
+        absorbed = jnp.any(end[1] != start[1])
+        matrix = sinkhorn(cost, temperature, max_iterations=k, mode="stabilized").matrix
+        return matrix, fast[0], rerun[0], fast[-1], absorbed
+
+    for t, k in ((0.01, K), (0.3, K), (1e-3, 1000)):
+        matrix, fast, rerun, exact, absorbed = map(np.asarray, run(d32, np.float32(t), k))
+        needed = forced or t == 1e-3
+        # one inexact element sends the whole batch to the absorbing form
+        assert np.all(exact) != needed and np.all(absorbed == needed), t
+        np.testing.assert_array_equal(matrix, rerun if needed else fast)
+        for i in range(len(d32)):
+            expected = ref.algorithm1_log(d64[i], t, k)
+            atol = max(MATRIX_ATOL, low_t_atol(t, float(d32[i].max())))
+            assert _max_abs(matrix[i], expected) <= atol, (t, i)
+
+
 @pytest.mark.parametrize("mode", LOG_DOMAIN)
 def test_log_domain_early_stop_at_small_temperature(rng, mode):
     """Early stopping at T = 1e-3 / 5e-3 against the float64 log-domain reference.
@@ -387,7 +423,8 @@ def test_vmap_over_trials_and_temperatures_matches_python_loop(rng, mode, early_
                 assert bool(got.converged) == bool(one.converged)
 
 
-@pytest.mark.parametrize("mode,stops_early", [("scaling", 0.9), ("log", 0.9), ("direct", 0.2)])
+@pytest.mark.parametrize("mode,stops_early",
+                         [("scaling", 0.9), ("log", 0.9), ("stabilized", 0.9), ("direct", 0.2)])
 def test_stopping_at_a_repeated_state_gives_the_bits_of_all_sweeps(mode, stops_early):
     """Fixed-K runs stop once the state repeats (fixed point or two-state cycle); the result
     must be the one of every sweep run, bit for bit, for odd and even K. Reference: the same
@@ -395,7 +432,8 @@ def test_stopping_at_a_repeated_state_gives_the_bits_of_all_sweeps(mode, stops_e
     form = sinkhorn_module._FORMS[mode]
 
     def all_sweeps(cost, temperature, k):
-        state = jax.lax.fori_loop(0, k, lambda _, s: form.sweep(s), form.init(cost, temperature))
+        state = jax.lax.fori_loop(0, k - form.init_sweeps, lambda _, s: form.sweep(s),
+                                  form.init(cost, temperature))
         return form.matrix(state)
 
     costs = jax.vmap(lambda key: random_cost(key, 64))(jax.random.split(jax.random.PRNGKey(1), 64))
@@ -574,6 +612,18 @@ def _primitive_names(jaxpr) -> set[str]:
     return names
 
 
+def _has_cond_over_loops(jaxpr) -> bool:
+    """A cond whose branches run loops: "auto"'s choice of form (the stabilized form's own
+    absorption cond has no loop inside)."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name == "cond" and any(
+                "while" in _primitive_names(b) for b in _sub_jaxprs(eqn.params["branches"])):
+            return True
+        if any(_has_cond_over_loops(sub) for sub in _sub_jaxprs(list(eqn.params.values()))):
+            return True
+    return False
+
+
 @pytest.mark.parametrize("spread_bound", [None, 1.0])
 def test_auto_under_vmap_keeps_one_branch(rng, spread_bound):
     """A batched lax.cond predicate turns into a select that runs both forms for every
@@ -587,7 +637,7 @@ def test_auto_under_vmap_keeps_one_branch(rng, spread_bound):
     over_both = jax.make_jaxpr(jax.vmap(jax.vmap(solve, (0, None)), (None, 0)))(
         costs, np.array([0.01, 1.0], np.float32))
     for jaxpr in (over_costs, over_both):
-        assert "cond" in _primitive_names(jaxpr.jaxpr)
+        assert _has_cond_over_loops(jaxpr.jaxpr)
     # One unsafe element sends the whole batch to the stabilized form, which is exact too.
     out = jax.vmap(jax.vmap(solve, (0, None)), (None, 0))(costs, np.array([0.01, 1.0], np.float32))
     for ti, t in enumerate((0.01, 1.0)):
