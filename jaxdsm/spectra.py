@@ -86,6 +86,12 @@ def top_two_singular_values(
     with the full SVD across temperatures (and ``benchmarks/check_sigma2_fast_path.py``
     on all 16,000 matrices of the Exp 1 workload). Costs squarings + 2 matmuls, a thin
     QR and a thin SVD, about half of a full batched SVD at n = 64 on CPU.
+
+    Not accurate for matrices far from doubly stochastic with many singular values near
+    1, where the block misses sigma_2's direction: unconverged Sinkhorn (200 sweeps)
+    below T = 0.01 gives errors up to 2.6e-4 at T = 3e-3 and 2e-3 at T = 1e-3 (n = 64),
+    and 1.1e-5 already at T = 0.01 for n = 16 (``check_sigma2_fast_path.py --outside``).
+    Use ``singular_values`` there.
     """
     n = matrix.shape[-1]
     b = double_center(matrix)
