@@ -13,8 +13,9 @@ columns to sum to 1, K times. Equivalent forms of one sweep are provided:
   stabilized kernel exp(-d/T + f_i + g_j), absorbed back into f, g when the scalings grow
   (Schmitzer 2019, "Stabilized sparse scaling algorithms", sec. 3; POT's
   ``sinkhorn_stabilized`` uses the same idea with a threshold). Same iterates as "log"
-  at a fraction of the exps; the absorption threshold is chosen so that no entry lost to
-  float underflow can regain weight before the next absorption (see ``_absorb_limit``).
+  at a fraction of the exps. Its sweeps track how large the scalings get; only where they
+  grow enough that an entry lost to float underflow could regain weight (never in
+  Algorithm 1's own range) does it rerun, absorbing as needed (``_StabilizedForm``).
 - ``"auto"``: ``"scaling"`` where exp(-range(d)/T) is safely representable in the dtype,
   ``"stabilized"`` otherwise, chosen by ``lax.cond`` on the traced temperature (one branch
   runs when the predicate is not batched, see ``spread_bound``; both run otherwise).

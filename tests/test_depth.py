@@ -326,3 +326,21 @@ def test_invalid_depth_argument_raises():
         spectra.transient_growth(jnp.eye(4), 0)
     with pytest.raises(ValueError, match="depth"):
         signal.detail_decay(jnp.eye(4), jnp.ones(4), 0)
+
+
+def test_grids_below_the_fast_path_range_measure_sigma2_by_full_svd():
+    """Below T = 0.01 unconverged Sinkhorn matrices (n = 64, K = 200) defeat the fast sigma_2
+    path (BENCHMARKS.md, "Where the fast path is not accurate"): the experiments whose grid
+    reaches there measure sigma_2 by the full SVD (``LogTemperatureGrid.sigma2_function``),
+    within float32 rounding of the float64 SVD."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 32)
+    mats = jax.vmap(lambda k: sinkhorn.random_dsm(k, 64, 0.003).matrix)(keys)
+    expected = ref.singular_values(np.asarray(mats, np.float64))[:, 1]
+    assert depth.Config(t_min=0.01).sigma2_function() is spectra.sigma2
+
+    def worst(config):
+        got = jax.jit(jax.vmap(config.sigma2_function()))(mats)
+        return np.max(np.abs(np.asarray(got, np.float64) - expected))
+
+    assert worst(depth.Config(t_min=0.01)) > 1e-5  # the fast path: why the switch exists
+    assert worst(depth.Config(t_min=0.003)) <= 2e-6
