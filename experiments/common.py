@@ -52,20 +52,25 @@ class Experiment:
     reproduce: bool = True  # run by `jaxdsm reproduce` (False: tools such as benchmarks)
 
 
-# Below this temperature the fast sigma_2 path (spectra.top_two_singular_values) is not
-# accurate on unconverged Sinkhorn matrices (n = 64, K = 200: errors up to 2.6e-4 at
-# T = 3e-3; BENCHMARKS.md, "Where the fast path is not accurate").
-FAST_SIGMA2_T_MIN = 0.01
+# Below this temperature the block-iteration spectra (spectra.top_two_singular_values,
+# spectra.transient_growth) are not accurate on unconverged Sinkhorn matrices (n = 64,
+# K = 200: sigma_2 errors up to 2.6e-4 at T = 3e-3; BENCHMARKS.md, "Where the fast path
+# is not accurate").
+FAST_SPECTRA_T_MIN = 0.01
 
 
 class LogTemperatureGrid:
     """Config mixin for fields ``t_min``, ``t_max`` and ``temperatures``: the log-spaced grid
     and its checks, shared by every experiment that sweeps temperatures."""
 
+    def fast_spectra(self) -> bool:
+        """False for grids that reach below ``FAST_SPECTRA_T_MIN``: use full SVDs there."""
+        return self.t_min >= FAST_SPECTRA_T_MIN
+
     def sigma2_function(self) -> Callable:
-        """``spectra.sigma2`` (the fast path) for grids at T >= ``FAST_SIGMA2_T_MIN``, the
-        second value of a full SVD for grids that reach below it."""
-        if self.t_min >= FAST_SIGMA2_T_MIN:
+        """``spectra.sigma2`` (the fast path) where ``fast_spectra``, else the second value
+        of a full SVD."""
+        if self.fast_spectra():
             return spectra.sigma2
         return lambda m: spectra.singular_values(m)[1]
 

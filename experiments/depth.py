@@ -91,7 +91,8 @@ def measure(config: Config):
         x = jax.random.normal(k_x, (n,), solved.matrix.dtype)
         out = {
             "sigma2": sigma2(m),
-            "log_power_norm": spectra.transient_growth(m, config.depth),
+            "log_power_norm": spectra.transient_growth(m, config.depth,
+                                                       full_svd=not config.fast_spectra()),
             "log_decay": signal.detail_decay(m, x, config.depth),
             "marginal_error": solved.error,
             "converged": solved.converged,

@@ -344,3 +344,26 @@ def test_grids_below_the_fast_path_range_measure_sigma2_by_full_svd():
 
     assert worst(depth.Config(t_min=0.01)) > 1e-5  # the fast path: why the switch exists
     assert worst(depth.Config(t_min=0.003)) <= 2e-6
+
+
+def test_transient_growth_by_full_svd_below_the_fast_path_range():
+    """The same for log ||B^k||: the block iteration errs on unconverged T = 0.003 matrices,
+    ``full_svd=True`` (what the depth experiment uses below T = 0.01) matches a float64
+    SVD of each power (float32 rounding of the product: a few 1e-6 per power)."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 16)
+    mats = jax.vmap(lambda k: sinkhorn.random_dsm(k, 64, 0.003).matrix)(keys)
+    m64 = np.asarray(mats, np.float64)
+    b = m64 - m64.mean(-1, keepdims=True) - m64.mean(-2, keepdims=True) + m64.mean(
+        (-2, -1), keepdims=True)
+    powers = [b]
+    for _ in range(7):
+        powers.append(powers[-1] @ b)
+    expected = np.log(np.stack([ref.singular_values(p)[:, 0] for p in powers], axis=-1))
+
+    def worst(full_svd):
+        got = jax.jit(jax.vmap(lambda m: spectra.transient_growth(m, 8, full_svd=full_svd)))(mats)
+        return np.max(np.abs(np.asarray(got, np.float64) - expected))
+
+    assert worst(False) > 1e-5
+    assert worst(True) <= 5e-6  # observed 1.5e-6
+    assert not depth.Config(t_min=0.003).fast_spectra() and depth.Config().fast_spectra()
