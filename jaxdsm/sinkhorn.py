@@ -154,14 +154,13 @@ def sinkhorn(
     threshold = jnp.asarray(threshold, cost.dtype)
 
     def run(form):
-        outputs = _iterate(form, cost, temperature, threshold, max_iterations, early_stop,
-                           stop_on_repeat)
+        *outputs, state = _iterate(form, cost, temperature, threshold, max_iterations,
+                                   early_stop, stop_on_repeat)
         if form is _StabilizedForm:  # rerun with absorptions where the scalings grew too large
             outputs = lax.cond(
-                _for_whole_batch(outputs[-1]), lambda: outputs,
+                _for_whole_batch(form.exact(state)), lambda: tuple(outputs),
                 lambda: _iterate(_AbsorbingForm, cost, temperature, threshold, max_iterations,
-                                 early_stop, stop_on_repeat))
-        outputs = outputs[:-1]
+                                 early_stop, stop_on_repeat)[:-1])
         lost = _kernel_underflows(cost, temperature) if form.plain_kernel else jnp.asarray(False)
         return (*outputs, lost)
 
@@ -212,9 +211,7 @@ def _finish(matrix, n_iters, row_error, col_error, underflow, threshold) -> Sink
 
 
 def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, stop_on_repeat=True):
-    """Runs sweeps of ``form``; returns (matrix, n_iters, row_error, col_error, exact),
-    exact False where the form says its float state may have lost accuracy
-    (``_StabilizedForm.exact``).
+    """Runs sweeps of ``form``; returns (matrix, n_iters, row_error, col_error, final state).
 
     Iterate 0 is the raw kernel (the stabilized form starts at iterate 1); each sweep
     normalizes rows, then columns, exactly as Algorithm 1, so ``n_iters`` counts the
@@ -224,17 +221,12 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
     sum rounds at a few 1e-7, so a cheaper in-loop estimate could stop on a matrix that
     then fails the tolerance).
     """
-
-    def exact(state):
-        return form.exact(state) if hasattr(form, "exact") else jnp.asarray(True)
-
     state = form.init(cost, temperature)
     sweeps = max_iterations - form.init_sweeps
     if not early_stop:
         state = _fixed_sweeps(form, state, sweeps, stop_on_repeat)
         matrix = form.matrix(state)
-        return (matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix),
-                exact(state))
+        return matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix), state
 
     def cond(carry):
         _, _, it, row_error, col_error = carry
@@ -258,7 +250,7 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
         inf = jnp.asarray(jnp.inf, cost.dtype)
         start = (state, jnp.zeros_like(cost), jnp.asarray(0, jnp.int32), inf, inf)
     state, matrix, n_iters, row_error, col_error = lax.while_loop(cond, body, start)
-    return matrix, n_iters, row_error, col_error, exact(state)
+    return matrix, n_iters, row_error, col_error, state
 
 
 def _fixed_sweeps(form, state, max_iterations, stop_on_repeat):
@@ -525,13 +517,12 @@ class _AbsorbingForm(_StabilizedForm):
 
     @staticmethod
     def sweep(state):
-        log_kernel, f, g, kernel, u, v, _ = state
-        u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
-        v = 1 / jnp.matmul(kernel.T, u, precision=_HIGHEST)
-        record = jnp.maximum(jnp.maximum(u, 1 / u), jnp.maximum(v, 1 / v))
-        limit = _scaling_budget(u.dtype) - 2 * math.log(u.shape[0])
+        # The record runs since the last absorption, and any sweep that takes it past the
+        # limit absorbs: so it passes the limit exactly when this sweep's scalings do.
+        state = _StabilizedForm.sweep(state)
+        limit = _scaling_budget(state[-1].dtype) - 2 * math.log(state[-1].shape[0])
         # Written as "not above" so that a NaN trial does not absorb at every sweep.
-        keep = ~(_scaling_size(record) > limit)
+        keep = ~(_scaling_size(state[-1]) > limit)
 
         def absorbed(state):
             log_kernel, f, g, _, u, v, _ = state
@@ -540,16 +531,11 @@ class _AbsorbingForm(_StabilizedForm):
             kernel = jnp.exp(log_kernel + f[:, None] + g[None, :])
             return log_kernel, f, g, kernel, ones, ones, ones
 
-        return lax.cond(_for_whole_batch(keep), lambda s: s, absorbed,
-                        (log_kernel, f, g, kernel, u, v, record))
+        return lax.cond(_for_whole_batch(keep), lambda s: s, absorbed, state)
 
     @staticmethod
     def driver(state):
         return state[1:3] + state[5:6]  # f, g and v
-
-    @staticmethod
-    def exact(state):
-        return jnp.asarray(True)  # it absorbs before anything is lost
 
 
 _FORMS = {
