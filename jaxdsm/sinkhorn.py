@@ -24,6 +24,10 @@ Exactly K sweeps (``early_stop=False``, the paper's fixed K) stop as soon as the
 state repeats (``_sweeps_until_repeat``): the remaining sweeps could only reproduce it, so
 the result has the bits of all K sweeps at a fraction of the work when T is not small.
 
+``fused=True`` runs the K sweeps of the scaling and stabilized forms in one Pallas kernel
+per matrix (``jaxdsm.fused``), which keeps the matrix on chip instead of streaming the
+batch through memory at every sweep: for GPUs, untimed so far (no GPU was available).
+
 The design splits traced data (temperature, threshold: changing them never recompiles)
 from static choices (iteration count, mode, early stopping), as in OTT-JAX's
 ``Sinkhorn`` solver. Nothing raises inside ``jit``/``vmap``: every output carries its own
@@ -87,13 +91,13 @@ def random_cost(key: jax.Array, n: int, dtype=None) -> jax.Array:
 
 
 def random_dsm(key: jax.Array, n: int, temperature, *, max_iterations: int = 200,
-               dtype=None, stop_on_repeat: bool = True) -> SinkhornOutput:
+               dtype=None, stop_on_repeat: bool = True, fused: bool = False) -> SinkhornOutput:
     """Algorithm 1, lines 3-9: a random cost d ~ U[0, 1]^{n x n} and K = ``max_iterations``
     sweeps. d lies in [0, 1), so ``spread_bound=1`` lets "auto" pick its form from the
     temperature alone (one branch per batch)."""
     cost = random_cost(key, n, dtype)
     return sinkhorn(cost, temperature, max_iterations=max_iterations, spread_bound=1.0,
-                    stop_on_repeat=stop_on_repeat)
+                    stop_on_repeat=stop_on_repeat, fused=fused)
 
 
 def scaling_is_safe(spread, temperature, dtype=None) -> jax.Array:
@@ -117,6 +121,7 @@ def sinkhorn(
     mode: str = "auto",
     spread_bound: jax.Array | float | None = None,
     stop_on_repeat: bool = True,
+    fused: bool = False,
 ) -> SinkhornOutput:
     """Projects exp(-cost / temperature) onto the doubly-stochastic matrices.
 
@@ -139,6 +144,10 @@ def sinkhorn(
       stop_on_repeat: static; without ``early_stop``, stop the sweeps once the float state
         repeats (same result bits, see the module docstring). False runs every sweep, for
         timing the cost of K sweeps.
+      fused: static; run all sweeps of each matrix in one Pallas kernel that keeps it on
+        chip (``jaxdsm.fused``: written for GPUs, interpreted elsewhere, slow there).
+        For n <= 128, modes "auto", "scaling" and "stabilized", without ``early_stop``.
+        Same iterates up to float rounding; derivatives come from the portable sweeps.
 
     Returns:
       A ``SinkhornOutput``. Rows and columns of ``matrix`` sum to 1 up to ``error``.
@@ -152,10 +161,15 @@ def sinkhorn(
     _checks.check_temperature(temperature)
     temperature = jnp.asarray(temperature, cost.dtype)
     threshold = jnp.asarray(threshold, cost.dtype)
+    if fused:
+        _check_fused(cost, mode, early_stop)
 
     def run(form):
-        *outputs, state = _iterate(form, cost, temperature, threshold, max_iterations,
-                                   early_stop, stop_on_repeat)
+        if fused:
+            *outputs, state = _fused_iterate(form, cost, temperature, max_iterations)
+        else:
+            *outputs, state = _iterate(form, cost, temperature, threshold, max_iterations,
+                                       early_stop, stop_on_repeat)
         if form is _StabilizedForm:  # rerun with absorptions where the scalings grew too large
             outputs = lax.cond(
                 _for_whole_batch(form.exact(state)), lambda: tuple(outputs),
@@ -251,6 +265,43 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
         start = (state, jnp.zeros_like(cost), jnp.asarray(0, jnp.int32), inf, inf)
     state, matrix, n_iters, row_error, col_error = lax.while_loop(cond, body, start)
     return matrix, n_iters, row_error, col_error, state
+
+
+def _check_fused(cost, mode, early_stop):
+    from jaxdsm import fused  # Pallas: imported only when asked for
+
+    if early_stop:
+        raise ValueError("fused=True runs exactly max_iterations sweeps: use early_stop=False")
+    if mode not in ("auto", "scaling", "stabilized"):
+        raise ValueError(f"fused=True has the scaling and stabilized forms, not mode={mode!r}")
+    fused.check_size(cost.shape[-1])
+
+
+def _fused_iterate(form, cost, temperature, max_iterations):
+    """``_iterate`` without early stopping, its sweeps in one Pallas kernel per matrix.
+
+    The final state returned is (record,), all that ``_StabilizedForm.exact`` reads.
+    Derivatives are those of the portable fixed-K sweeps (a ``custom_jvp``): Pallas
+    kernels have no derivative rules of their own.
+    """
+    from jaxdsm import fused
+
+    stabilized = form is _StabilizedForm
+
+    @jax.custom_jvp
+    def project(cost, temperature):
+        return fused.sweeps(cost, temperature, max_iterations, stabilized=stabilized)
+
+    @project.defjvp
+    def _(primals, tangents):
+        def portable(cost, temperature):
+            return _iterate(form, cost, temperature, None, max_iterations, False, False)[0]
+
+        matrix, record = project(*primals)
+        return (matrix, record), (jax.jvp(portable, primals, tangents)[1], jnp.zeros_like(record))
+
+    matrix, record = project(cost, temperature)
+    return matrix, jnp.asarray(max_iterations, jnp.int32), *marginal_errors(matrix), (record,)
 
 
 def _fixed_sweeps(form, state, max_iterations, stop_on_repeat):
