@@ -119,18 +119,20 @@ def takes_log_branch(temperature) -> bool:
     return not bool(scaling_is_safe(1.0, jnp.float32(temperature), jnp.float32))
 
 
-def jaxdsm_trial(seed: int, *, full_svd: bool = False, bounded: bool = True):
+def jaxdsm_trial(seed: int, *, full_svd: bool = False, bounded: bool = True,
+                 fused: bool = False):
     """One trial of W with jaxdsm: key -> d -> Sinkhorn -> (sigma_2, H).
 
     bounded=True tells "auto" the U[0, 1] bound on the cost range (``spread_bound=1``);
     bounded=False is plain "auto", which reads each trial's d (and, under vmap, still
-    takes one branch for the whole batch).
+    takes one branch for the whole batch). fused=True: the Pallas kernel (GPUs).
     """
     spread = {"spread_bound": 1.0} if bounded else {}
 
     def trial(t, temperature):
         d = random_cost(jax.random.fold_in(jax.random.PRNGKey(seed), t), N)
-        m = sinkhorn(d, temperature, max_iterations=K, mode="auto", **spread).matrix
+        m = sinkhorn(d, temperature, max_iterations=K, mode="auto", fused=fused,
+                     **spread).matrix
         s2 = singular_values(m)[1] if full_svd else top_two_singular_values(m)[1]
         return s2, entropy(m)
 
@@ -517,6 +519,11 @@ def main(argv=None) -> dict:
         f"jaxdsm plain auto (no spread_bound), top2, {on} [chunk {plain_chunk}]",
         jaxdsm_trial(seed, bounded=False), trials, plain_chunk, temps, devices, variant="plain",
         svd="top2", role="jaxdsm_plain_auto", group="jaxdsm"))
+    if jax.default_backend() != "cpu":  # interpreted (slow) on CPU: see gpu_check.py
+        contenders.append(JaxContender(
+            f"jaxdsm auto, {bound}, top2, fused Pallas kernel, {on} [vmap all R]",
+            jaxdsm_trial(seed, fused=True), trials, R, temps, devices, variant="bounded",
+            svd="top2", role="jaxdsm_fused", group="jaxdsm"))
     ott_chunks = [R] + ([args.ott_small_chunk] if 0 < args.ott_small_chunk < R else [])
     for lse in (True, False):
         for chunk in ott_chunks if not lse else [R]:

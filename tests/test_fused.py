@@ -152,3 +152,27 @@ def test_random_dsm_passes_fused_on(rng):
     key = jax.random.PRNGKey(3)
     fused = random_dsm(key, 16, 0.2, fused=True).matrix
     np.testing.assert_allclose(fused, random_dsm(key, 16, 0.2).matrix, rtol=0, atol=MATRIX_ATOL)
+
+
+def test_gpu_check_script_runs_and_its_kernel_agrees(tmp_path):
+    """benchmarks/gpu_check.py (the script a GPU session runs) at toy size on CPU: it runs,
+    writes its JSON, and its correctness section finds the kernel within tolerance."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).parents[1] / "benchmarks" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "gpu.json"
+    module.main(["--trials", "4", "--temperatures", "2", "--check-trials", "2", "--repeats", "1",
+                 "--copy-mib", "1", "--matmul-size", "256", "--out", str(out)])
+    report = json.loads(out.read_text())
+    assert report["max_abs_matrix_difference"]["fused_vs_float64"] <= MATRIX_ATOL
+    assert set(report["sinkhorn_part"]) == {"fused", "fori_loop_every_sweep",
+                                            "fori_loop_stop_on_repeat"}
+    # bytes as counted in BENCHMARKS.md: 2 n^2 floats per trial, plus 2 K n^2 for the loop
+    per_trial = 64 * 64 * 4
+    assert report["sinkhorn_part"]["fused"]["bytes"] == 2 * per_trial * 4 * 2
+    assert report["sinkhorn_part"]["fori_loop_every_sweep"]["bytes"] == 402 * per_trial * 4 * 2
