@@ -26,7 +26,7 @@ the result has the bits of all K sweeps at a fraction of the work when T is not 
 
 ``fused=True`` runs the K sweeps of the scaling and stabilized forms in one Pallas kernel
 per matrix (``jaxdsm.fused``), which keeps the matrix on chip instead of streaming the
-batch through memory at every sweep: for GPUs, untimed so far (no GPU was available).
+batch through memory at every sweep; for GPUs (BENCHMARKS.md says what was measured).
 
 The design splits traced data (temperature, threshold: changing them never recompiles)
 from static choices (iteration count, mode, early stopping), as in OTT-JAX's
@@ -281,8 +281,8 @@ def _fused_iterate(form, cost, temperature, max_iterations):
     """``_iterate`` without early stopping, its sweeps in one Pallas kernel per matrix.
 
     The final state returned is (record,), all that ``_StabilizedForm.exact`` reads.
-    Derivatives are those of the portable fixed-K sweeps (a ``custom_jvp``): Pallas
-    kernels have no derivative rules of their own.
+    Derivatives are those of the portable fixed-K sweeps (a ``custom_jvp``): a Pallas
+    kernel cannot be transposed, so reverse mode could not go through it.
     """
     from jaxdsm import fused
 
