@@ -83,9 +83,9 @@ def _sweeps_kernel(cost_ref, scale_ref, matrix_ref, record_ref, *, n, iterations
     if stabilized:
         # The first sweep in the log domain: K~ = exp(-d/T + f + g), rows then columns.
         log_kernel = jnp.where(inside2, cost * scale, -jnp.inf)
-        f = jnp.where(inside, -_logsumexp(log_kernel, axis=1), zero)
+        f = jnp.where(inside, -jax.nn.logsumexp(log_kernel, axis=1), zero)
         log_kernel = log_kernel + f[:, None]
-        g = jnp.where(inside, -_logsumexp(log_kernel, axis=0), zero)
+        g = jnp.where(inside, -jax.nn.logsumexp(log_kernel, axis=0), zero)
         kernel = jnp.exp(log_kernel + g[None, :])
         first = 1
     else:
@@ -109,8 +109,3 @@ def _sweeps_kernel(cost_ref, scale_ref, matrix_ref, record_ref, *, n, iterations
     matrix_ref[...] = u[:, None] * kernel * v[None, :]
     record_ref[...] = jnp.where(inside, record, 1)
 
-
-def _logsumexp(x, axis):
-    """log sum exp along ``axis``; a row of -inf gives NaN (only padded rows, masked)."""
-    top = jnp.max(x, axis=axis, keepdims=True)
-    return jnp.log(jnp.sum(jnp.exp(x - top), axis=axis)) + jnp.squeeze(top, axis)

@@ -162,7 +162,7 @@ def sinkhorn(
     temperature = jnp.asarray(temperature, cost.dtype)
     threshold = jnp.asarray(threshold, cost.dtype)
     if fused:
-        _check_fused(cost, mode, early_stop)
+        _check_fused(mode, early_stop)
 
     def run(form):
         if fused:
@@ -267,14 +267,12 @@ def _iterate(form, cost, temperature, threshold, max_iterations, early_stop, sto
     return matrix, n_iters, row_error, col_error, state
 
 
-def _check_fused(cost, mode, early_stop):
-    from jaxdsm import fused  # Pallas: imported only when asked for
-
+def _check_fused(mode, early_stop):
+    """The options the fused kernel lacks (its size limit is checked by ``fused.sweeps``)."""
     if early_stop:
         raise ValueError("fused=True runs exactly max_iterations sweeps: use early_stop=False")
     if mode not in ("auto", "scaling", "stabilized"):
         raise ValueError(f"fused=True has the scaling and stabilized forms, not mode={mode!r}")
-    fused.check_size(cost.shape[-1])
 
 
 def _fused_iterate(form, cost, temperature, max_iterations):
@@ -284,7 +282,7 @@ def _fused_iterate(form, cost, temperature, max_iterations):
     Derivatives are those of the portable fixed-K sweeps (a ``custom_jvp``): a Pallas
     kernel cannot be transposed, so reverse mode could not go through it.
     """
-    from jaxdsm import fused
+    from jaxdsm import fused  # Pallas: imported only when asked for
 
     stabilized = form is _StabilizedForm
 
