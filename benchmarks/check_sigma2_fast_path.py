@@ -7,7 +7,7 @@ W: 16 temperatures log-spaced in [0.01, 10] x 1000 trials, n = 64, K = 200 sweep
 same float32 M. Prints the max error per temperature. About 2 minutes on 2 CPU cores.
 
 With ``--outside``: the same comparison where the fast path is NOT accurate (documented
-in ``spectra.top_two_singular_values``): unconverged Sinkhorn below T = 0.01, n = 16 and 64,
+in ``spectra.top_two_singular_values``): unconverged Sinkhorn below T = 0.01, n = 32 and 64,
 200 trials each (``sinkhorn.random_dsm``, 200 sweeps). About 20 s.
 
 Usage:  python benchmarks/check_sigma2_fast_path.py [--outside]
@@ -37,7 +37,7 @@ def matrices_and_top_two(costs, temperature):
 
 def outside() -> None:
     top_two = jax.jit(jax.vmap(spectra.top_two_singular_values))
-    for n in (16, 64):
+    for n in (32, 64):
         keys = jax.random.split(jax.random.PRNGKey(1), 200)
         for t in (0.001, 0.003, 0.01):
             ms = jax.jit(jax.vmap(lambda k, n=n, t=t: sinkhorn.random_dsm(k, n, t).matrix))(keys)
