@@ -45,7 +45,7 @@ from experiments.common import (
     RunOutput,
 )
 from experiments.common import field_help as F
-from jaxdsm import _checks, plot, results, signal, sinkhorn, sweep
+from jaxdsm import _checks, plot, results, signal, sinkhorn, spectra, sweep
 
 NAME = "affine-ablation"
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -259,12 +259,10 @@ def layer_keys(config: Config) -> tuple[jax.Array, jax.Array, jax.Array]:
 
 def sinkhorn_layers(config: Config, temperatures, cost_keys):
     """M = Sinkhorn(exp(-d/T)) (Algorithm 1, K sweeps) per (T, layer), and sigma_2."""
-    sigma2 = config.sigma2_function()
-
     def one(key, temperature):
         m = sinkhorn.random_dsm(key, config.n, temperature,
                                 max_iterations=config.iterations).matrix
-        return m, sigma2(m)
+        return m, spectra.sigma2(m)
 
     solve = jax.jit(jax.vmap(one, in_axes=(0, None)))
     dtype = jnp.zeros(()).dtype  # float64 when the caller enabled x64

@@ -15,7 +15,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from jaxdsm import _checks, distributed, results, spectra, sweep
+from jaxdsm import _checks, distributed, results, sweep
 
 HOLDS, FAILS, PARTLY, UNRESOLVED = "holds", "fails", "partly holds", "not resolvable"
 # A measurement reported beside the claims (not something the paper claims): never tallied.
@@ -52,27 +52,9 @@ class Experiment:
     reproduce: bool = True  # run by `jaxdsm reproduce` (False: tools such as benchmarks)
 
 
-# Below this temperature the block-iteration spectra (spectra.top_two_singular_values,
-# spectra.transient_growth) are not accurate on unconverged Sinkhorn matrices (n = 64,
-# K = 200: sigma_2 errors up to 2.6e-4 at T = 3e-3; BENCHMARKS.md, "Where the fast path
-# is not accurate").
-FAST_SPECTRA_T_MIN = 0.01
-
-
 class LogTemperatureGrid:
     """Config mixin for fields ``t_min``, ``t_max`` and ``temperatures``: the log-spaced grid
     and its checks, shared by every experiment that sweeps temperatures."""
-
-    def fast_spectra(self) -> bool:
-        """False for grids that reach below ``FAST_SPECTRA_T_MIN``: use full SVDs there."""
-        return self.t_min >= FAST_SPECTRA_T_MIN
-
-    def sigma2_function(self) -> Callable:
-        """``spectra.sigma2`` (the fast path) where ``fast_spectra``, else the second value
-        of a full SVD."""
-        if self.fast_spectra():
-            return spectra.sigma2
-        return lambda m: spectra.singular_values(m)[1]
 
     def check_temperature_range(self) -> None:
         t_min = _checks.check_positive_float(self.t_min, "t_min")

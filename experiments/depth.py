@@ -82,17 +82,14 @@ class Config(LogTemperatureGrid):
 
 
 def measure(config: Config):
-    sigma2 = config.sigma2_function()
-
     def one(key, temperature, n):
         k_cost, k_x = jax.random.split(key)
         solved = sinkhorn.random_dsm(k_cost, n, temperature, max_iterations=config.iterations)
         m = solved.matrix
         x = jax.random.normal(k_x, (n,), solved.matrix.dtype)
         out = {
-            "sigma2": sigma2(m),
-            "log_power_norm": spectra.transient_growth(m, config.depth,
-                                                       full_svd=not config.fast_spectra()),
+            "sigma2": spectra.sigma2(m),
+            "log_power_norm": spectra.transient_growth(m, config.depth),
             "log_decay": signal.detail_decay(m, x, config.depth),
             "marginal_error": solved.error,
             "converged": solved.converged,

@@ -28,7 +28,7 @@ from experiments.common import (
     sweep_one_size,
 )
 from experiments.common import field_help as F
-from jaxdsm import _checks, bounds, plot, results, signal, sinkhorn
+from jaxdsm import _checks, bounds, plot, results, signal, sinkhorn, spectra
 
 NAME = "orthogonal-collapse"
 
@@ -65,8 +65,6 @@ class Config(LogTemperatureGrid):
 
 
 def measure(config: Config):
-    sigma2_of = config.sigma2_function()
-
     def one(key, temperature, n):
         k_cost, k_pair, k_xi, k_xi2 = jax.random.split(key, 4)
         m = sinkhorn.random_dsm(k_cost, n, temperature, max_iterations=config.iterations).matrix
@@ -75,7 +73,7 @@ def measure(config: Config):
         a, b = a * scale, b * scale
         u = signal.propagate(k_xi, m, a, config.nu)
         v = signal.propagate(k_xi2, m, b, config.nu)
-        sigma2 = sigma2_of(m)
+        sigma2 = spectra.sigma2(m)
         return {
             "cos": signal.cosine_similarity(u, v),
             "gamma": signal.snr(m, a, config.nu),

@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxdsm import _checks
+from jaxdsm._batching import for_whole_batch
 
 MODES = ("auto", "scaling", "stabilized", "log", "direct")
 _HIGHEST = lax.Precision.HIGHEST
@@ -139,7 +140,7 @@ def sinkhorn(
       spread_bound: optional upper bound on max(cost) - min(cost) (1 for Algorithm 1's
         U[0, 1] costs), used by "auto" instead of the cost's own spread. Under vmap,
         "auto" takes one branch for the whole batch (the safe "stabilized" one if any
-        element needs it, see ``_for_whole_batch``), so this only spares the spread
+        element needs it, see ``_batching.for_whole_batch``), so this only spares the spread
         computation and makes the choice independent of the sampled costs.
       stop_on_repeat: static; without ``early_stop``, stop the sweeps once the float state
         repeats (same result bits, see the module docstring). False runs every sweep, for
@@ -172,7 +173,7 @@ def sinkhorn(
                                        early_stop, stop_on_repeat)
         if form is _StabilizedForm:  # rerun with absorptions where the scalings grew too large
             outputs = lax.cond(
-                _for_whole_batch(form.exact(state)), lambda: tuple(outputs),
+                for_whole_batch(form.exact(state)), lambda: tuple(outputs),
                 lambda: _iterate(_AbsorbingForm, cost, temperature, threshold, max_iterations,
                                  early_stop, stop_on_repeat)[:-1])
         lost = _kernel_underflows(cost, temperature) if form.plain_kernel else jnp.asarray(False)
@@ -181,31 +182,13 @@ def sinkhorn(
     if mode == "auto":
         spread = jnp.max(cost) - jnp.min(cost) if spread_bound is None else spread_bound
         outputs = lax.cond(
-            _for_whole_batch(scaling_is_safe(spread, temperature, cost.dtype)),
+            for_whole_batch(scaling_is_safe(spread, temperature, cost.dtype)),
             lambda: run(_ScalingForm),
             lambda: run(_StabilizedForm),
         )
     else:
         outputs = run(_FORMS[mode])
     return _finish(*outputs, threshold)
-
-
-@jax.custom_batching.custom_vmap
-def _for_whole_batch(ok: jax.Array) -> jax.Array:
-    """Identity on an unbatched flag; under vmap, one flag for the whole batch (all).
-
-    A ``lax.cond`` whose predicate is batched becomes a select that runs both branches
-    for every element. Reducing the "scaling is safe" flag over the batch keeps a real
-    branch: the batch uses the scaling form only when every element may.
-    """
-    return ok
-
-
-@_for_whole_batch.def_vmap
-def _for_whole_batch_vmap(axis_size, in_batched, ok):
-    del axis_size
-    # Calling the custom function again keeps the rule in force for an outer vmap.
-    return _for_whole_batch(jnp.all(ok) if in_batched[0] else ok), False
 
 
 def marginal_errors(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -562,7 +545,7 @@ class _AbsorbingForm(_StabilizedForm):
     max(v) by at most a factor n each (after a full sweep every half-step rescales a row
     or column by a factor in [1/n, n]: row sums of a column-normalized matrix lie there),
     so the next sweep stays within the budget. Under vmap one element that needs it
-    absorbs the whole batch (a real branch, ``_for_whole_batch``)."""
+    absorbs the whole batch (a real branch, ``_batching.for_whole_batch``)."""
 
     @staticmethod
     def sweep(state):
@@ -580,7 +563,7 @@ class _AbsorbingForm(_StabilizedForm):
             kernel = jnp.exp(log_kernel + f[:, None] + g[None, :])
             return log_kernel, f, g, kernel, ones, ones, ones
 
-        return lax.cond(_for_whole_batch(keep), lambda s: s, absorbed, state)
+        return lax.cond(for_whole_batch(keep), lambda s: s, absorbed, state)
 
     @staticmethod
     def driver(state):

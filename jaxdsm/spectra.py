@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from jaxdsm import _checks
+from jaxdsm._batching import for_whole_batch
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 
@@ -44,6 +46,7 @@ def one_matrix_per_call_on_cpu(fn):
 _svdvals = one_matrix_per_call_on_cpu(lambda a: jnp.linalg.svd(a, compute_uv=False))
 _orthonormal_basis = one_matrix_per_call_on_cpu(lambda a: jnp.linalg.qr(a)[0])
 _eigvals = one_matrix_per_call_on_cpu(jnp.linalg.eigvals)
+_eigh = one_matrix_per_call_on_cpu(lambda a: tuple(jnp.linalg.eigh(a)))
 
 
 def singular_values(matrix: jax.Array) -> jax.Array:
@@ -65,7 +68,8 @@ def double_center(matrix: jax.Array) -> jax.Array:
 def top_two_singular_values(
     matrix: jax.Array, *, block: int = 8, squarings: int = 8
 ) -> jax.Array:
-    """(sigma_1, sigma_2) without a full SVD, by subspace iteration with Rayleigh-Ritz.
+    """(sigma_1, sigma_2) without a full SVD, by subspace iteration with Rayleigh-Ritz, and a
+    residual check that falls back to the full SVD where the iteration did not converge.
 
     1. G = B B^T with B = P M P: the detail part of M, so sigma_1 = 1 does not swamp
        the rest (and small sigma_2 at high T keeps its float32 accuracy). Its
@@ -76,40 +80,77 @@ def top_two_singular_values(
        and the left Gram matrix made the function 10% faster at n = 64 on CPU
        (BENCHMARKS.md).
     3. Q = orthonormal basis of [1/sqrt(n), G^p X0] for a fixed random X0 (n x block).
-    4. The singular values of Q^T M are Ritz values of M: the top two approximate
-       sigma_1 and sigma_2 of M itself, also when M is not exactly doubly stochastic
-       (unconverged Sinkhorn at low T). LAPACK gets them as M^T Q (n x (block + 1)): the
-       tall shape is 1.4x faster than the wide one at n = 64 on CPU.
+    4. Ritz values of M on Q, each checked by its residual (``_checked_ritz_values``): the
+       top two approximate sigma_1 and sigma_2 of M itself, also when M is not exactly
+       doubly stochastic.
 
     The error decays like (sigma_{block+2} / sigma_2)^(2^(squarings+1)); clustered values
     inside the block are resolved exactly by the Rayleigh-Ritz step. The tests compare it
     with the full SVD across temperatures (and ``benchmarks/check_sigma2_fast_path.py``
-    on all 16,000 matrices of the Exp 1 workload). Costs squarings + 2 matmuls, a thin
-    QR and a thin SVD, about half of a full batched SVD at n = 64 on CPU.
+    on all 16,000 matrices of the Exp 1 workload). Costs squarings + 3 matmuls, a thin
+    QR and a 9 x 9 eigensolve, about half of a full batched SVD at n = 64 on CPU.
+
+    Where M is far from doubly stochastic (few sweeps, or T below 0.01) its top singular
+    vectors mix the mean direction with all of B's, Q misses them and the Ritz values
+    fall short (by up to 0.3 at K = 1 to 10; 1e-4 at n = 64, K = 30, T = 0.01; 2e-3 at
+    K = 200, T = 1e-3). The residual check catches these: under vmap a batch with one
+    failing matrix takes the full SVD for the whole batch (one real branch,
+    ``_batching.for_whole_batch``), so the cost is the iteration's where it converges and
+    about 1.5x it elsewhere. The check is a test, not a proof: a Ritz value with a small
+    residual is close to *some* singular value, and could in principle be sigma_3 with
+    sigma_2's direction missed entirely. Over 8,400 matrices (n = 32 to 256, K = 1 to
+    200, T = 1e-3 to 1) no matrix that passed was off by more than 2e-6.
 
     For n <= 3 * block it returns the top two of the full SVD (``singular_values``):
     there the block is a third of the space or more, the full SVD costs about the same
     (n = 16: 0.8x, n = 24: 1.2x the time of the iteration on CPU) and the iteration
     missed sigma_2 by more than 1e-5 in 19 of 2000 trials at n = 16, T = 0.01 (up to
     2.2e-4; n = 24: 1 of 2000, 3.1e-5; n = 32 and 48: none).
-
-    Not accurate for matrices far from doubly stochastic with many singular values near
-    1, where the block misses sigma_2's direction: unconverged Sinkhorn (200 sweeps)
-    below T = 0.01 gives errors up to 2.6e-4 at T = 3e-3 and 2e-3 at T = 1e-3 for n = 64,
-    4.2e-4 and 1.3e-2 for n = 32 (``check_sigma2_fast_path.py --outside``). Use
-    ``singular_values`` there.
     """
-    n = matrix.shape[-1]
-    if n <= 3 * block:
+    if matrix.shape[-1] <= 3 * block:
         return singular_values(matrix)[..., :2]
+    ritz, converged = _top_two_ritz_values(matrix, block, squarings)
+    return lax.cond(for_whole_batch(jnp.all(converged)), lambda: ritz,
+                    lambda: singular_values(matrix)[..., :2])
+
+
+def _top_two_ritz_values(matrix: jax.Array, block: int, squarings: int):
+    """Steps 1-4 of ``top_two_singular_values``: the Ritz values and, per matrix, whether
+    they passed the residual check."""
+    n = matrix.shape[-1]
     b = double_center(matrix)
     gram = _squared(jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=_HIGHEST), squarings)
     probe = jax.random.normal(jax.random.PRNGKey(0), (n, block), matrix.dtype)
     dominant = jnp.matmul(gram, probe, precision=_HIGHEST)
     mean_direction = jnp.full(dominant.shape[:-1] + (1,), n**-0.5, matrix.dtype)
     basis = _orthonormal_basis(jnp.concatenate([mean_direction, dominant], axis=-1))
-    ritz = _svdvals(jnp.matmul(jnp.swapaxes(matrix, -1, -2), basis, precision=_HIGHEST))
-    return ritz[..., :2]
+    return _checked_ritz_values(matrix, basis, 2)
+
+
+def _checked_ritz_values(matrix: jax.Array, basis: jax.Array, count: int):
+    """The top ``count`` Ritz values s_i of M on the left subspace spanned by ``basis`` (n x m,
+    orthonormal columns), and per matrix whether they passed the residual check.
+
+    With C = M^T Q and C^T C = Z diag(s^2) Z^T (an m x m eigensolve: on CPU about 0.6x the
+    time of LAPACK's thin SVD of C, and as accurate here), the Ritz triple (s, u = Q z,
+    v = C z / s) satisfies M^T u = s v exactly; its residual r = ||M v - s u|| puts a
+    singular value of M within r of s, and Ritz values err by about r^2 / gap. The check
+    asks r <= sqrt(eps) / 10 * s_1 for each of the ``count`` values (3.5e-5 in float32):
+    value errors of about eps / (100 gap), well inside the float32 target of 1e-5.
+    Converged Sinkhorn matrices (K = 200, T >= 0.01) pass with r / s_1 <= 5e-6 (n = 32)
+    and <= 1e-6 (n = 64 to 1024); the unconverged ones where the Ritz values erred by more
+    than 1e-5 had 4e-4 to 0.8. A zero or non-finite value fails (NaN compares False).
+    """
+    c = jnp.matmul(jnp.swapaxes(matrix, -1, -2), basis, precision=_HIGHEST)
+    squares, vectors = _eigh(jnp.matmul(jnp.swapaxes(c, -1, -2), c, precision=_HIGHEST))
+    squares, vectors = squares[..., ::-1][..., :count], vectors[..., ::-1][..., :count]
+    ritz = jnp.sqrt(jnp.maximum(squares, 0))
+    right = jnp.matmul(c, vectors, precision=_HIGHEST) / ritz[..., None, :]
+    left = jnp.matmul(basis, vectors, precision=_HIGHEST)
+    residual = jnp.linalg.norm(jnp.matmul(matrix, right, precision=_HIGHEST)
+                               - left * ritz[..., None, :], axis=-2)
+    tolerance = 0.1 * jnp.sqrt(jnp.finfo(matrix.dtype).eps) * ritz[..., :1]
+    return ritz, jnp.all(residual <= tolerance, axis=-1)
 
 
 def _squared(gram: jax.Array, squarings: int) -> jax.Array:
@@ -155,12 +196,15 @@ def sigma2(matrix: jax.Array) -> jax.Array:
 
 def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> jax.Array:
     """Largest singular value by Gram squaring and a Rayleigh-Ritz step on ``probe``'s block
-    (as ``top_two_singular_values``); a Ritz value, so never above the true value."""
+    (as ``top_two_singular_values``, with its residual check and full-SVD fallback); a
+    Ritz value, so never above the true value."""
     gram = _squared(jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST),
                     squarings)
     basis = _orthonormal_basis(jnp.matmul(gram, probe, precision=_HIGHEST))
-    ritz = _svdvals(jnp.matmul(matrix, basis, precision=_HIGHEST))
-    return ritz[..., 0]
+    # basis spans right singular vectors: M's right vectors are M^T's left ones.
+    ritz, converged = _checked_ritz_values(jnp.swapaxes(matrix, -1, -2), basis, 1)
+    return lax.cond(for_whole_batch(jnp.all(converged)), lambda: ritz[..., 0],
+                    lambda: singular_values(matrix)[..., 0])
 
 
 def transient_growth(
@@ -184,10 +228,14 @@ def transient_growth(
     them with a float64 SVD of each power across T: relative error ~1e-6 per power plus
     ~3e-6 per power of float32 rounding in the product. For n <= 3 * block every norm
     comes from a full SVD, as in ``top_two_singular_values``. For much larger n raise
-    ``block`` or ``squarings``. Like ``top_two_singular_values`` it is not accurate on
-    unconverged Sinkhorn matrices below T = 0.01 (log errors up to 3.8e-4 at T = 3e-3 and
-    3.3e-3 at T = 1e-3 for n = 64, k <= 8): ``full_svd=True`` takes each norm from a full
-    SVD of the power instead (static; several times slower).
+    ``block`` or ``squarings``. Like ``top_two_singular_values`` each Ritz value passes a
+    residual check or the batch's power goes to a full SVD: on unconverged Sinkhorn
+    matrices below T = 0.01 the iteration alone erred by up to 3.8e-4 in the log at
+    T = 3e-3 and 3.3e-3 at T = 1e-3 (n = 64, k <= 8); checked, by at most 5.5e-6, the
+    products' rounding (n = 32 to 128, K = 3 to 200, T = 1e-3 to 1, 100 trials each), at
+    about 1.7x the cost where the fallback runs.
+    ``full_svd=True`` takes every norm from a full SVD of the power (static; several times
+    slower).
     """
     _checks.check_positive_int(depth, "depth")
     b = double_center(matrix)

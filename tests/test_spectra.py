@@ -26,7 +26,7 @@ import pytest
 import reference as ref
 
 from jaxdsm import spectra
-from jaxdsm.sinkhorn import sinkhorn
+from jaxdsm.sinkhorn import random_dsm, sinkhorn
 
 EPS32 = ref.EPS32
 FAST_ATOL = 2e-6
@@ -104,6 +104,10 @@ def test_fast_top_two_matches_full_svd_across_temperatures(dsm_grid):
     mats, full = dsm_grid
     fast = np.asarray(jax.jit(spectra.top_two_singular_values)(mats))
     assert fast.dtype == np.float32 and fast.shape == (len(TEMPERATURES), TRIALS, 2)
+    # every matrix passes the residual check, so this is the iteration's answer, not the
+    # full-SVD fallback's
+    _, converged = jax.jit(lambda m: spectra._top_two_ritz_values(m, 8, 8))(mats)
+    assert np.all(converged)
     errors = np.abs(fast - full[..., :2])
     worst = errors.max(axis=(1, 2))
     assert worst.max() <= FAST_ATOL, {
@@ -114,6 +118,45 @@ def test_fast_top_two_matches_full_svd_across_temperatures(dsm_grid):
     assert marginal[0].max() > 1e-4
     # and spans the whole range of sigma_2, from ~0.97 (T=0.01) to ~0.007 (T=10)
     assert full[0, :, 1].mean() > 0.9 and full[-1, :, 1].mean() < 0.01
+
+
+@pytest.mark.parametrize("n, sweeps, t", ((64, 200, 0.003), (64, 3, 0.03), (128, 10, 0.01),
+                                           (32, 30, 0.02)))
+def test_top_two_falls_back_where_the_iteration_misses(n, sweeps, t, monkeypatch):
+    """Sinkhorn matrices far from doubly stochastic (few sweeps, or T below 0.01): M's top
+    singular vectors mix the mean direction with all of B's, the block misses them and the
+    Ritz values fall short by more than 1e-5. The residual check catches the batch and the
+    full SVD answers, within float32 SVD accuracy."""
+    keys = jax.random.split(jax.random.PRNGKey(1), 32)
+    mats = np.asarray(jax.jit(jax.vmap(
+        lambda k: random_dsm(k, n, t, max_iterations=sweeps).matrix))(keys))
+    expected = ref.singular_values(mats)[:, :2]
+
+    def worst():
+        got = jax.jit(jax.vmap(spectra.top_two_singular_values))(mats)
+        return np.abs(np.asarray(got, np.float64) - expected).max()
+
+    assert worst() <= FAST_ATOL
+    _, converged = jax.jit(jax.vmap(lambda m: spectra._top_two_ritz_values(m, 8, 8)))(mats)
+    assert not np.all(converged)
+    monkeypatch.setattr(spectra, "for_whole_batch", lambda ok: jnp.asarray(True))  # no check
+    assert worst() > 1e-5
+
+
+def test_top_two_under_vmap_keeps_the_fallback_a_real_branch(monkeypatch):
+    """Under vmap the check's flag is one flag for the batch, so the full SVD sits in one
+    branch of a real ``cond`` and runs only when taken. With a per-matrix flag vmap would
+    turn the cond into a select that runs the full SVD for every batch."""
+
+    def fallback_branches():
+        jaxpr = jax.make_jaxpr(jax.vmap(spectra.top_two_singular_values))(
+            jnp.zeros((4, N, N))).jaxpr
+        return [e for e in jaxpr.eqns if e.primitive.name == "cond"
+                and sorted("svd" in str(b) for b in e.params["branches"]) == [False, True]]
+
+    assert len(fallback_branches()) == 1
+    monkeypatch.setattr(spectra, "for_whole_batch", lambda ok: ok)
+    assert not fallback_branches()
 
 
 def test_top_two_of_small_matrices_at_low_temperature():
@@ -156,11 +199,13 @@ def test_fast_path_on_matrices_that_are_not_dsms(rng):
 
     1. Ritz values of M on an orthonormal basis Q never exceed M's singular values
        (sigma_k(M Q) <= sigma_k(M)) for ANY matrix: a lower bound, up to float32 rounding.
+       Where they fall short the check fails and the answer is the full SVD's.
     2. Exact for 'generalized' DSMs J/n + P X P (rows and columns sum to 1, entries of
        either sign) with ||P X P|| < 1: the right singular vectors are 1/sqrt(n) and those
-       of P X P, all in the basis.
+       of P X P, all in the basis, and the check passes.
     """
     top = jax.jit(spectra.top_two_singular_values)
+    ritz_and_check = jax.jit(lambda m: spectra._top_two_ritz_values(m, 8, 8))
     general = np.concatenate(
         [
             rng.random((20, N, N)),
@@ -169,8 +214,10 @@ def test_fast_path_on_matrices_that_are_not_dsms(rng):
         ]
     ).astype(np.float32)
     full = ref.singular_values(general)[:, :2]
-    fast = np.asarray(top(general))
-    assert np.all(fast <= full + 4 * EPS32 * np.sqrt(N) * full[:, :1])
+    ritz, converged = map(np.asarray, ritz_and_check(general))
+    assert np.all(ritz <= full + 4 * EPS32 * np.sqrt(N) * full[:, :1])
+    assert not np.all(converged)
+    np.testing.assert_allclose(top(general), full, rtol=N * EPS32)
 
     p = np.eye(N) - 1.0 / N
     for rank in (1, 3, 8):
@@ -184,6 +231,7 @@ def test_fast_path_on_matrices_that_are_not_dsms(rng):
         np.testing.assert_allclose(
             np.asarray(top(m)), ref.singular_values(m)[:, :2], rtol=0, atol=FAST_ATOL
         )
+        assert np.all(np.asarray(ritz_and_check(m)[1]))
 
 
 # ---------------------------------------------------------------------------------------
