@@ -92,11 +92,11 @@ def top_two_singular_values(
 
     Where M is far from doubly stochastic (few sweeps, or T below 0.01) its top singular
     vectors mix the mean direction with all of B's, Q misses them and the Ritz values
-    fall short (by up to 0.3 at K = 1 to 10; 1e-4 at n = 64, K = 30, T = 0.01; 2e-3 at
+    fall short (by up to 0.4 at K = 1 to 10; 1e-4 at n = 64, K = 30, T = 0.01; 2e-3 at
     K = 200, T = 1e-3). The residual check catches these: under vmap a batch with one
     failing matrix takes the full SVD for the whole batch (one real branch,
     ``_batching.for_whole_batch``), so the cost is the iteration's where it converges and
-    about 1.5x it elsewhere. The check is a test, not a proof: a Ritz value with a small
+    the iteration's plus a full SVD's (about 3.5x at n = 64 on CPU) where it does not. The check is a test, not a proof: a Ritz value with a small
     residual is close to *some* singular value, and could in principle be sigma_3 with
     sigma_2's direction missed entirely. Over 8,400 matrices (n = 32 to 256, K = 1 to
     200, T = 1e-3 to 1) no matrix that passed was off by more than 2e-6.
@@ -197,7 +197,7 @@ def sigma2(matrix: jax.Array) -> jax.Array:
 def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> jax.Array:
     """Largest singular value by Gram squaring and a Rayleigh-Ritz step on ``probe``'s block
     (as ``top_two_singular_values``, with its residual check and full-SVD fallback); a
-    Ritz value, so never above the true value."""
+    Ritz value is never above the true value."""
     gram = _squared(jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST),
                     squarings)
     basis = _orthonormal_basis(jnp.matmul(gram, probe, precision=_HIGHEST))
@@ -233,9 +233,8 @@ def transient_growth(
     matrices below T = 0.01 the iteration alone erred by up to 3.8e-4 in the log at
     T = 3e-3 and 3.3e-3 at T = 1e-3 (n = 64, k <= 8); checked, by at most 5.5e-6, the
     products' rounding (n = 32 to 128, K = 3 to 200, T = 1e-3 to 1, 100 trials each), at
-    about 1.7x the cost where the fallback runs.
-    ``full_svd=True`` takes every norm from a full SVD of the power (static; several times
-    slower).
+    about 1.7x the cost where the fallback runs. ``full_svd=True`` takes every norm from a
+    full SVD of the power (static; several times slower).
     """
     _checks.check_positive_int(depth, "depth")
     b = double_center(matrix)
