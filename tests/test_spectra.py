@@ -357,6 +357,25 @@ def test_batched_equals_single(dsm_grid):
     )
 
 
+@pytest.mark.parametrize("temperature", (0.05, 0.3))
+def test_sigma2_derivative_matches_finite_differences(temperature, x64):
+    """d sigma_2 along a random direction, through the iteration (the check passes, so the
+    cond's iteration branch is the one differentiated), against central differences of
+    scipy's float64 sigma_2 (h = 1e-6: truncation ~h^2, rounding ~1e-16 / h)."""
+    keys = jax.random.split(jax.random.PRNGKey(0), 2)
+    mats = jax.vmap(lambda k: random_dsm(k, 32, temperature, max_iterations=2000).matrix)(keys)
+    assert mats.dtype == jnp.float64
+    assert np.all(np.asarray(jax.vmap(lambda m: spectra._top_two_ritz_values(m, 8, 8))(mats)[1]))
+    for i, m in enumerate(mats):
+        direction = jax.random.normal(jax.random.PRNGKey(i + 1), m.shape, m.dtype)
+        _, derivative = jax.jvp(spectra.sigma2, (m,), (direction,))
+        h = 1e-6
+        m64, d64 = np.asarray(m), np.asarray(direction)
+        central = (ref.singular_values(m64 + h * d64)[1]
+                   - ref.singular_values(m64 - h * d64)[1]) / (2 * h)
+        np.testing.assert_allclose(float(derivative), central, rtol=1e-6)
+
+
 def test_float64_in_float64_out(rng, x64):
     _, d64 = ref.uniform_cost(rng, (2, 16, 16))
     mats = np.asarray(
