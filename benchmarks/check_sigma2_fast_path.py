@@ -37,12 +37,12 @@ def matrices_and_top_two(costs, temperature):
         return out.reshape((-1,) + out.shape[2:])
 
     ms = batch(lambda c: sinkhorn.sinkhorn(c, temperature, spread_bound=1.0).matrix, costs)
-    _, converged = jax.vmap(lambda m: spectra._top_two_ritz_values(m, 8, 8))(ms)
+    _, converged = jax.vmap(spectra._top_two_ritz_values)(ms)
     return ms, batch(spectra.top_two_singular_values, ms), converged
 
 
 def outside() -> None:
-    ritz_and_check = jax.jit(jax.vmap(lambda m: spectra._top_two_ritz_values(m, 8, 8)))
+    ritz_and_check = jax.jit(jax.vmap(spectra._top_two_ritz_values))
     top_two = jax.jit(lambda x: jax.lax.map(
         jax.vmap(spectra.top_two_singular_values), x.reshape((-1, MICROBATCH) + x.shape[1:])))
     cases = [(200, t) for t in (0.001, 0.003, 0.01)] + [(3, 0.03), (10, 0.01), (30, 0.01)]

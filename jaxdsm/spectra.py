@@ -66,7 +66,7 @@ def double_center(matrix: jax.Array) -> jax.Array:
 
 
 def top_two_singular_values(
-    matrix: jax.Array, *, block: int = 8, squarings: int = 8
+    matrix: jax.Array, *, block: int = 8, squarings: int | None = None
 ) -> jax.Array:
     """(sigma_1, sigma_2) without a full SVD, by subspace iteration with Rayleigh-Ritz, and a
     residual check that falls back to the full SVD where the iteration did not converge.
@@ -78,7 +78,10 @@ def top_two_singular_values(
     2. G is squared ``squarings`` times (``_squared``): a power 2**squarings that separates
        the top ``block`` eigenvectors from the rest. Normalizing only every second squaring
        and the left Gram matrix made the function 10% faster at n = 64 on CPU
-       (BENCHMARKS.md).
+       (BENCHMARKS.md). The default (None) is 7 for n >= 48 and 8 below: with the residual
+       check the count only trades time, and on Exp 1's matrices (K = 200, T = 0.01 to 10)
+       7 squarings sent no batch of 16 to the fallback at n = 48 to 256 but 32% at n = 32,
+       T = 0.01 (8: 4%); 6 sent 7-21% over the grid.
     3. Q = orthonormal basis of [1/sqrt(n), G^p X0] for a fixed random X0 (n x block).
     4. Ritz values of M on Q, each checked by its residual (``_checked_ritz_values``): the
        top two approximate sigma_1 and sigma_2 of M itself, also when M is not exactly
@@ -114,10 +117,12 @@ def top_two_singular_values(
                     lambda: singular_values(matrix)[..., :2])
 
 
-def _top_two_ritz_values(matrix: jax.Array, block: int, squarings: int):
+def _top_two_ritz_values(matrix: jax.Array, block: int = 8, squarings: int | None = None):
     """Steps 1-4 of ``top_two_singular_values``: the Ritz values and, per matrix, whether
     they passed the residual check."""
     n = matrix.shape[-1]
+    if squarings is None:
+        squarings = 7 if n >= 48 else 8
     b = double_center(matrix)
     gram = _squared(jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=_HIGHEST), squarings)
     probe = jax.random.normal(jax.random.PRNGKey(0), (n, block), matrix.dtype)

@@ -106,7 +106,7 @@ def test_fast_top_two_matches_full_svd_across_temperatures(dsm_grid):
     assert fast.dtype == np.float32 and fast.shape == (len(TEMPERATURES), TRIALS, 2)
     # every matrix passes the residual check, so this is the iteration's answer, not the
     # full-SVD fallback's
-    _, converged = jax.jit(lambda m: spectra._top_two_ritz_values(m, 8, 8))(mats)
+    _, converged = jax.jit(spectra._top_two_ritz_values)(mats)
     assert np.all(converged)
     errors = np.abs(fast - full[..., :2])
     worst = errors.max(axis=(1, 2))
@@ -137,7 +137,7 @@ def test_top_two_falls_back_where_the_iteration_misses(n, sweeps, t, monkeypatch
         return np.abs(np.asarray(got, np.float64) - expected).max()
 
     assert worst() <= FAST_ATOL
-    _, converged = jax.jit(jax.vmap(lambda m: spectra._top_two_ritz_values(m, 8, 8)))(mats)
+    _, converged = jax.jit(jax.vmap(spectra._top_two_ritz_values))(mats)
     assert not np.all(converged)
     monkeypatch.setattr(spectra, "for_whole_batch", lambda ok: jnp.asarray(True))  # no check
     assert worst() > 1e-5
@@ -205,7 +205,7 @@ def test_fast_path_on_matrices_that_are_not_dsms(rng):
        of P X P, all in the basis, and the check passes.
     """
     top = jax.jit(spectra.top_two_singular_values)
-    ritz_and_check = jax.jit(lambda m: spectra._top_two_ritz_values(m, 8, 8))
+    ritz_and_check = jax.jit(spectra._top_two_ritz_values)
     general = np.concatenate(
         [
             rng.random((20, N, N)),
@@ -365,7 +365,7 @@ def test_sigma2_derivative_matches_finite_differences(temperature, x64):
     keys = jax.random.split(jax.random.PRNGKey(0), 2)
     mats = jax.vmap(lambda k: random_dsm(k, 32, temperature, max_iterations=2000).matrix)(keys)
     assert mats.dtype == jnp.float64
-    assert np.all(np.asarray(jax.vmap(lambda m: spectra._top_two_ritz_values(m, 8, 8))(mats)[1]))
+    assert np.all(np.asarray(jax.vmap(spectra._top_two_ritz_values)(mats)[1]))
     for i, m in enumerate(mats):
         direction = jax.random.normal(jax.random.PRNGKey(i + 1), m.shape, m.dtype)
         _, derivative = jax.jvp(spectra.sigma2, (m,), (direction,))
