@@ -18,9 +18,9 @@ _HIGHEST = jax.lax.Precision.HIGHEST
 
 
 def one_matrix_per_call_on_cpu(fn):
-    """``fn`` (a LAPACK factorization of one matrix) made to run one matrix per call on CPU
-    when it is vmapped (as jaxdsm's sweeps and trial functions are), and batched elsewhere.
-    Called directly on a stacked array it is still one batched call.
+    """``fn`` (a LAPACK factorization of one matrix) made to run one matrix per call on CPU,
+    whether it is vmapped (as jaxdsm's sweeps and trial functions are) or called on a
+    stacked array, and batched elsewhere.
 
     Why: jaxlib's CPU LAPACK kernels (up to at least 0.10.1) split a batch over XLA's
     intra-op thread pool and block until the pieces are done. When every pool thread is
@@ -32,9 +32,18 @@ def one_matrix_per_call_on_cpu(fn):
     """
     sequential = jax.custom_batching.sequential_vmap(fn)
 
+    def per_matrix(x):
+        if x.ndim == 2:
+            return sequential(x)
+        # A stacked array (e.g. sigma2 of a (K, B, n, n) array) would be one batched call
+        # that hangs the same way (measured: a sharded program on two CPU devices). The
+        # loop body calls ``sequential``, so an outer vmap keeps it one matrix per call.
+        flat = jax.lax.map(sequential, x.reshape((-1,) + x.shape[-2:]))
+        return jax.tree.map(lambda y: y.reshape(x.shape[:-2] + y.shape[1:]), flat)
+
     @jax.custom_jvp
     def wrapped(x):
-        return jax.lax.platform_dependent(x, cpu=sequential, default=fn)
+        return jax.lax.platform_dependent(x, cpu=per_matrix, default=fn)
 
     @wrapped.defjvp
     def _(primals, tangents):

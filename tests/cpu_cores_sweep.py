@@ -6,6 +6,7 @@ devices and on one; saved for comparison."""
 import sys
 
 import jax
+import jax.numpy as jnp
 
 from jaxdsm import distributed  # noqa: E402
 
@@ -18,8 +19,14 @@ from jaxdsm import sinkhorn, spectra, sweep  # noqa: E402
 
 def measure(key, temperature, n):
     m = sinkhorn.random_dsm(key, n, temperature).matrix
+    # A stacked call inside the trial (two matrices per trial) hung too, until
+    # one_matrix_per_call_on_cpu also split stacked arrays; at T = 0.01 with K = 20 the
+    # fast path's check fails, so top_two's full-SVD fallback runs here as well.
+    few = sinkhorn.random_dsm(key, n, temperature, max_iterations=20).matrix
+    stacked = jnp.stack([few, few.T])
     return {"top_two": spectra.top_two_singular_values(m), "svd": spectra.singular_values(m)[:3],
-            "lambda2": spectra.lambda2_modulus(m), "henrici": spectra.henrici_departure(m)}
+            "lambda2": spectra.lambda2_modulus(m), "henrici": spectra.henrici_departure(m),
+            "stacked_top_two": spectra.top_two_singular_values(stacked)}
 
 
 if __name__ == "__main__":

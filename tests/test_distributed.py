@@ -53,7 +53,7 @@ def test_cpu_split_into_devices_runs_spectra_on_both_and_matches_one(tmp_path):
                                [_env()])
     assert proc.returncode == 0, log[-3000:]
     arrays = dict(np.load(out))
-    for name in ("top_two", "svd", "lambda2", "henrici"):
+    for name in ("top_two", "svd", "lambda2", "henrici", "stacked_top_two"):
         one, two = arrays[f"{name}/1"], arrays[f"{name}/2"]
         assert one.shape[:3] == (1, 2, 70) and np.all(np.isfinite(one))
         np.testing.assert_array_equal(two, one, err_msg=name)
