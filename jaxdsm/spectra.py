@@ -123,9 +123,7 @@ def top_two_singular_values(
     """
     if matrix.shape[-1] <= 3 * block:
         return singular_values(matrix)[..., :2]
-    ritz, converged = _top_two_ritz_values(matrix, block, squarings)
-    return lax.cond(for_whole_batch(jnp.all(converged)), lambda: ritz,
-                    lambda: singular_values(matrix)[..., :2])
+    return _or_full_svd(*_top_two_ritz_values(matrix, block, squarings), matrix)
 
 
 def _top_two_ritz_values(matrix: jax.Array, block: int = 8, squarings: int | None = None):
@@ -167,6 +165,15 @@ def _checked_ritz_values(matrix: jax.Array, basis: jax.Array, count: int):
                                - left * ritz[..., None, :], axis=-2)
     tolerance = 0.1 * jnp.sqrt(jnp.finfo(matrix.dtype).eps) * ritz[..., :1]
     return ritz, jnp.all(residual <= tolerance, axis=-1)
+
+
+def _or_full_svd(ritz: jax.Array, converged: jax.Array, matrix: jax.Array) -> jax.Array:
+    """``ritz`` (its last axis: the top values) where every matrix passed the residual check,
+    else the same number of top values from the full SVD of ``matrix``. Under vmap the flag
+    is one flag for the batch, so the SVD is a real branch that runs only when taken."""
+    count = ritz.shape[-1]
+    return lax.cond(for_whole_batch(jnp.all(converged)), lambda: ritz,
+                    lambda: singular_values(matrix)[..., :count])
 
 
 def _squared(gram: jax.Array, squarings: int) -> jax.Array:
@@ -218,9 +225,8 @@ def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> 
                     squarings)
     basis = _orthonormal_basis(jnp.matmul(gram, probe, precision=_HIGHEST))
     # basis spans right singular vectors: M's right vectors are M^T's left ones.
-    ritz, converged = _checked_ritz_values(jnp.swapaxes(matrix, -1, -2), basis, 1)
-    return lax.cond(for_whole_batch(jnp.all(converged)), lambda: ritz[..., 0],
-                    lambda: singular_values(matrix)[..., 0])
+    ritz_and_check = _checked_ritz_values(jnp.swapaxes(matrix, -1, -2), basis, 1)
+    return _or_full_svd(*ritz_and_check, matrix)[..., 0]
 
 
 def transient_growth(
