@@ -43,7 +43,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxdsm import _checks
+from jaxdsm import _checks, _threefry
 from jaxdsm._batching import for_whole_batch
 
 MODES = ("auto", "scaling", "stabilized", "log", "direct")
@@ -85,10 +85,11 @@ class SinkhornOutput(NamedTuple):
 
 
 def random_cost(key: jax.Array, n: int, dtype=None) -> jax.Array:
-    """Algorithm 1, line 3: d ~ U[0, 1]^{n x n}."""
+    """Algorithm 1, line 3: d ~ U[0, 1]^{n x n}; the bits of ``jax.random.uniform(key, (n, n),
+    dtype)``, drawn about 3x faster on CPU (``_threefry``)."""
     _checks.check_n(n)
     dtype = jnp.dtype(dtype) if dtype is not None else jnp.zeros(()).dtype
-    return jax.random.uniform(key, (n, n), dtype=dtype)
+    return _threefry.uniform(key, (n, n), dtype)
 
 
 def random_dsm(key: jax.Array, n: int, temperature, *, max_iterations: int = 200,
