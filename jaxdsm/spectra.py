@@ -84,14 +84,16 @@ def top_two_singular_values(
        the rest (and small sigma_2 at high T keeps its float32 accuracy). Its
        eigenvectors are B's left singular vectors (B B^T rather than B^T B: on CPU XLA's
        product with the transposed right operand is about 1.5x faster).
-    2. G is squared ``squarings`` times (``_squared``): a power 2**squarings that separates
-       the top ``block`` eigenvectors from the rest. Normalizing only every second squaring
-       and the left Gram matrix made the function 10% faster at n = 64 on CPU
-       (BENCHMARKS.md). The default (None) is 7 for n >= 48 and 8 below: with the residual
+    2. G^p X0 with p = 2**squarings and a fixed random X0 (n x block): a power that
+       separates the top ``block`` eigenvectors from the rest, as ``squarings`` - 2
+       squarings of G (``_squared``) and four products with the block
+       (``_gram_power_times``). Normalizing only every second squaring and the left Gram
+       matrix made the function 10% faster at n = 64 on CPU, the block products another
+       15% (BENCHMARKS.md). The default (None) is 7 for n >= 48 and 8 below: with the residual
        check the count only trades time, and on Exp 1's matrices (K = 200, T = 0.01 to 10)
        7 squarings sent no batch of 16 to the fallback at n = 48 to 256 but 32% at n = 32,
        T = 0.01 (8: 4%); 6 sent 7-21% over the grid.
-    3. Q = orthonormal basis of [1/sqrt(n), G^p X0] for a fixed random X0 (n x block).
+    3. Q = orthonormal basis of [1/sqrt(n), G^p X0].
     4. Ritz values of M on Q, each checked by its residual (``_checked_ritz_values``): the
        top two approximate sigma_1 and sigma_2 of M itself, also when M is not exactly
        doubly stochastic.
@@ -99,8 +101,9 @@ def top_two_singular_values(
     The error decays like (sigma_{block+2} / sigma_2)^(2^(squarings+1)); clustered values
     inside the block are resolved exactly by the Rayleigh-Ritz step. The tests compare it
     with the full SVD across temperatures (and ``benchmarks/check_sigma2_fast_path.py``
-    on all 16,000 matrices of the Exp 1 workload). Costs squarings + 3 matmuls, a thin
-    QR and a 9 x 9 eigensolve, about half of a full batched SVD at n = 64 on CPU.
+    on all 16,000 matrices of the Exp 1 workload). Costs squarings - 1 n x n matmuls, a few
+    n x block products, a thin QR and a 9 x 9 eigensolve: about a third of a full SVD at
+    n = 64 on CPU.
 
     Where M is far from doubly stochastic (few sweeps, or T below 0.01) its top singular
     vectors mix the mean direction with all of B's, Q misses them and the Ritz values
@@ -133,9 +136,9 @@ def _top_two_ritz_values(matrix: jax.Array, block: int = 8, squarings: int | Non
     if squarings is None:
         squarings = 7 if n >= 48 else 8
     b = double_center(matrix)
-    gram = _squared(jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=_HIGHEST), squarings)
     probe = jax.random.normal(jax.random.PRNGKey(0), (n, block), matrix.dtype)
-    dominant = jnp.matmul(gram, probe, precision=_HIGHEST)
+    dominant = _gram_power_times(jnp.matmul(b, jnp.swapaxes(b, -1, -2), precision=_HIGHEST),
+                                 probe, squarings)
     mean_direction = jnp.full(dominant.shape[:-1] + (1,), n**-0.5, matrix.dtype)
     basis = _orthonormal_basis(jnp.concatenate([mean_direction, dominant], axis=-1))
     return _checked_ritz_values(matrix, basis, 2)
@@ -174,6 +177,19 @@ def _or_full_svd(ritz: jax.Array, converged: jax.Array, matrix: jax.Array) -> ja
     count = ritz.shape[-1]
     return lax.cond(for_whole_batch(jnp.all(converged)), lambda: ritz,
                     lambda: singular_values(matrix)[..., :count])
+
+
+def _gram_power_times(gram: jax.Array, probe: jax.Array, squarings: int) -> jax.Array:
+    """gram^(2^squarings) @ probe up to a positive factor: the last two doublings of the
+    power are four products with the n x block probe (2 n^2 block multiply-adds each)
+    instead of two squarings (2 n^3 each). At n = 64, block 8, on CPU that made the
+    iteration about 10 ms per 1000 matrices faster (68 -> 58 ms on one core of an AMD EPYC;
+    BENCHMARKS.md), with the same errors against the SVD and the same check results."""
+    tail = min(squarings, 2)
+    gram = _squared(gram, squarings - tail)
+    for _ in range(2**tail):
+        probe = jnp.matmul(gram, probe, precision=_HIGHEST)
+    return probe
 
 
 def _squared(gram: jax.Array, squarings: int) -> jax.Array:
@@ -221,9 +237,8 @@ def _top_singular_value(matrix: jax.Array, probe: jax.Array, squarings: int) -> 
     """Largest singular value by Gram squaring and a Rayleigh-Ritz step on ``probe``'s block
     (as ``top_two_singular_values``, with its residual check and full-SVD fallback); a
     Ritz value is never above the true value."""
-    gram = _squared(jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST),
-                    squarings)
-    basis = _orthonormal_basis(jnp.matmul(gram, probe, precision=_HIGHEST))
+    gram = jnp.matmul(jnp.swapaxes(matrix, -1, -2), matrix, precision=_HIGHEST)
+    basis = _orthonormal_basis(_gram_power_times(gram, probe, squarings))
     # basis spans right singular vectors: M's right vectors are M^T's left ones.
     ritz_and_check = _checked_ritz_values(jnp.swapaxes(matrix, -1, -2), basis, 1)
     return _or_full_svd(*ritz_and_check, matrix)[..., 0]
@@ -245,7 +260,7 @@ def transient_growth(
     for k = 1, where the top singular values of B are clustered, ``squarings`` for k >= 2,
     where powers spread them apart (5 were too few at T = 0.01: log errors at k = 2 up to
     1.1e-3 in 3 of 1000 trials at n = 32 and 4.6e-5 in 1 of 200 at n = 128; 6 keep them
-    under 5e-6). Cost: about squarings + 3 matmuls per power, ~5x less than an SVD per
+    under 5e-6). Cost: about squarings n x n matmuls per power, ~5x less than an SVD per
     power at n = 64 on CPU. The estimates are Ritz values (lower bounds); the tests compare
     them with a float64 SVD of each power across T: relative error ~1e-6 per power plus
     ~3e-6 per power of float32 rounding in the product. For n <= 3 * block every norm
