@@ -2,9 +2,10 @@
 
 On CPU, JAX lowers threefry2x32 to a loop over its five groups of four rounds (to keep
 compile times short), and each trip streams the counters through memory. Written out
-round by round, the 20 rounds and the conversion to floats fuse into one elementwise
-loop that keeps everything in registers: Exp 1's 64 x 64 costs, 16 per vmapped call,
-took 5.8 instead of 17.5 ms per 1000 matrices on one core (BENCHMARKS.md, "Drawing d").
+round by round, the 20 rounds and the conversion to floats compile to one XLA fusion
+that reads and writes each element once: Exp 1's 64 x 64 costs, 16 per vmapped call,
+took 5.8 instead of 17.5 ms per 1000 matrices on one core (BENCHMARKS.md, AMD EPYC
+section, "The draw").
 
 Threefry-2x32 with 20 rounds is Salmon et al., "Parallel random numbers: as easy as 1,
 2, 3" (SC 2011). What makes the bits JAX's: under ``jax_threefry_partitionable`` (the

@@ -352,7 +352,7 @@ def test_batched_equals_single(dsm_grid):
     batched = np.asarray(spectra.top_two_singular_values(mats))
     for i, m in enumerate(mats):
         # Batch and single matrix run differently compiled products (a few float32 ulps
-        # apart on an AVX2 CPU: 1.8e-7 at sigma_2 = 0.73, 3 ulps; bit-equal with AVX-512).
+        # apart on an AVX2 CPU: 1.8e-7 at sigma_2 = 0.73, 3 ulps; within 1e-7 with AVX-512).
         np.testing.assert_allclose(batched[i], spectra.top_two_singular_values(m), rtol=1e-6)
     np.testing.assert_allclose(
         spectra.lambda2_modulus(mats), [spectra.lambda2_modulus(m) for m in mats], atol=1e-6
