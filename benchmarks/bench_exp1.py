@@ -473,7 +473,7 @@ def main(argv=None) -> dict:
     p.add_argument("--repeats", type=int, default=None, help="timed repeats of W for the JAX contenders (default 3, quick 1)")
     p.add_argument("--trials", type=int, default=None, help="R (default 1000, quick 128)")
     p.add_argument("--subset", type=int, default=None, help="trials timed per temperature for the numpy loops (default 25, quick 4)")
-    p.add_argument("--chunks", default=None, help="comma-separated jaxdsm chunk sizes (default 16,64,250,1000; quick 16,128)")
+    p.add_argument("--chunks", default=None, help="comma-separated jaxdsm chunk sizes (default 8,16,64,250,1000; quick 8,128)")
     p.add_argument("--svd-chunk", type=int, default=64, help="chunk for the full-SVD jaxdsm variant (default 64)")
     p.add_argument("--plain-chunk", type=int, default=64, help="chunk for jaxdsm auto without spread bound (default 64)")
     p.add_argument("--ott-small-chunk", type=int, default=0, help="extra OTT kernel-mode row at this chunk (default 0: off)")
@@ -489,7 +489,7 @@ def main(argv=None) -> dict:
     R = args.trials or (128 if args.quick else 1000)
     repeats = args.repeats or (1 if args.quick else 3)
     subset = min(args.subset or (4 if args.quick else 25), R)
-    chunks = [int(c) for c in (args.chunks or ("16,128" if args.quick else "16,64,250,1000")).split(",")]
+    chunks = [int(c) for c in (args.chunks or ("8,128" if args.quick else "8,16,64,250,1000")).split(",")]
     chunks = [min(c, R) for c in chunks]
     svd_chunk = min(args.svd_chunk, R)
     plain_chunk = min(args.plain_chunk, R)

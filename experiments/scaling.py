@@ -10,9 +10,10 @@ as the median of a few repeats at one traced temperature:
 - top_two: sigma_2 by ``spectra.top_two_singular_values`` (the fast path);
 - full_svd: sigma_2 from the full ``spectra.singular_values``.
 
-The spectrum parts read a bank of ``microbatch`` DSMs made by the Sinkhorn part at the same
-temperature; trial t takes bank[t mod microbatch] (a gather that depends on the trial, so XLA
-cannot hoist the work out of the loop). Peak host memory is measured per point (the kernel's
+The spectrum parts read a bank of max(microbatch, 2) DSMs made by the Sinkhorn part at the
+same temperature; trial t takes bank[t mod bank size] (a gather that depends on the trial, so
+XLA cannot hoist the work out of the loop; with a bank of one it did, and top-two at n = 512
+took 0.2 ms per trial instead of 20). Peak host memory is measured per point (the kernel's
 high-water mark is reset before each point), beside XLA's own per-program estimate.
 These are measurements of jaxdsm, not paper claims: every verdict is CONTEXT.
 """
@@ -62,7 +63,8 @@ class Config:
                      default=3)
     seed: int = F("first seed", default=0)
     trials_per_seed: int = F("trials per seed: trial t uses seed + t // this", default=100)
-    microbatch: int = F("trials per vmapped program; 0: backend default (16 on CPU)", default=0)
+    microbatch: int = F("trials per vmapped program; 0: the backend's default for each n, as "
+                        "jaxdsm.sweep uses (sweep.default_microbatch)", default=0)
     blas_threads: int = F("threads of the BLAS/LAPACK behind jax's CPU SVD while timing (via "
                           "threadpoolctl); 0: the library default. More than one thread on "
                           "small matrices thrashes when other processes share the cores",
@@ -122,7 +124,7 @@ def part_programs(config: Config, n: int, microbatch: int) -> dict:
                                    stop_on_repeat=False)
 
     def from_bank(spectrum):
-        return lambda trial, bank: spectrum(bank[trial % microbatch])
+        return lambda trial, bank: spectrum(bank[trial % bank.shape[0]])
 
     return {
         "sinkhorn": _batched(lambda trial, t: dsm(trial, t).error, microbatch),
@@ -182,11 +184,13 @@ def time_point(config: Config, n: int, trials: int, microbatch: int, cache: dict
     programs = part_programs(config, n, microbatch)
     temperature = jnp.asarray(config.temperature, jnp.float32)
     indices = jnp.arange(timed, dtype=jnp.int32)
-    if ("bank", n, microbatch) not in cache:
-        cache["bank", n, microbatch] = jax.block_until_ready(
-            jax.jit(programs["bank"])(jnp.arange(microbatch, dtype=jnp.int32), temperature))
-    bank = cache["bank", n, microbatch]
-    point = {"n": n, "trials": timed, "seconds": [], "compile_seconds": [], "xla_bytes": []}
+    bank_size = max(microbatch, 2)
+    if ("bank", n, bank_size) not in cache:
+        cache["bank", n, bank_size] = jax.block_until_ready(
+            jax.jit(programs["bank"])(jnp.arange(bank_size, dtype=jnp.int32), temperature))
+    bank = cache["bank", n, bank_size]
+    point = {"n": n, "trials": timed, "microbatch": microbatch, "seconds": [],
+             "compile_seconds": [], "xla_bytes": []}
     outputs = {}
     for part in PARTS:
         shared = temperature if part == "sinkhorn" else bank
@@ -216,7 +220,6 @@ def time_point(config: Config, n: int, trials: int, microbatch: int, cache: dict
 
 
 def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
-    microbatch = config.microbatch or sweep.default_microbatch()
     load_start = os.getloadavg()
     started = time.perf_counter()
     arrays: dict[str, np.ndarray] = {}
@@ -225,6 +228,7 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
         for axis, points in config.points().items():
             measured = []
             for n, trials in points:
+                microbatch = config.microbatch or sweep.default_microbatch(n=n)
                 measured.append(time_point(config, n, trials, microbatch, cache))
                 if progress:
                     m = measured[-1]
@@ -239,24 +243,37 @@ def run(config: Config, run_dir: Path, progress: bool = True) -> RunOutput:
     results.write_csv(run_dir / "summary.csv", rows)
     scaling_figure(run_dir)
     fits = fit_exponents(arrays, config.fit_from_n)
+    microbatches = _microbatches(arrays, config.points())
     load_end = os.getloadavg()
     timings = {
         "compile_seconds": sum(v[1] for k, v in cache.items() if k[0] != "bank"),
         "measure_seconds": time.perf_counter() - started,
         "load_1min_start": load_start[0],
         "load_1min_end": load_end[0],
-        "microbatch": microbatch,
+        "microbatch": microbatches,
         "peak_host_rss_mib": float(max(arrays["n_peak_host_rss_mib"].max(),
                                        arrays["R_peak_host_rss_mib"].max())),
     }
-    findings = _findings(rows, fits, load_start, load_end, microbatch, blas)
+    findings = _findings(rows, fits, load_start, load_end, microbatches, blas)
     return RunOutput(claims=judge(arrays, fits, config), timings=timings, findings=findings)
 
 
+def _microbatches(arrays, axes) -> int | str:
+    """The microbatch, or the microbatches per n (a point with R below it uses R)."""
+    by_n: dict[int, set[int]] = {}
+    for axis in axes:
+        for n, m in zip(arrays[f"{axis}_n"], arrays[f"{axis}_microbatch"]):
+            by_n.setdefault(int(n), set()).add(int(m))
+    values = set().union(*by_n.values())
+    if len(values) == 1:
+        return values.pop()
+    return ", ".join(f"{'/'.join(map(str, sorted(m)))} at n = {n}" for n, m in sorted(by_n.items()))
+
+
 def _stack(axis: str, measured: list[dict]) -> dict[str, np.ndarray]:
-    keys = ("n", "trials", "seconds", "compile_seconds", "xla_bytes", "peak_host_rss_mib",
-            "peak_device_mib", "peak_is_per_point", "max_marginal_error", "sigma2_fast_vs_svd",
-            "load_1min")
+    keys = ("n", "trials", "microbatch", "seconds", "compile_seconds", "xla_bytes",
+            "peak_host_rss_mib", "peak_device_mib", "peak_is_per_point", "max_marginal_error",
+            "sigma2_fast_vs_svd", "load_1min")
     return {f"{axis}_{k}": np.asarray([m[k] for m in measured]) for k in keys}
 
 
@@ -370,12 +387,12 @@ def judge(arrays: dict, fits: dict, config: Config) -> list[Claim]:
     return claims
 
 
-def _findings(rows, fits, load_start, load_end, microbatch, blas) -> str:
+def _findings(rows, fits, load_start, load_end, microbatches, blas) -> str:
     lines = [
         "## Timings",
         "",
         f"Seconds are medians of whole jitted programs of R trials (compilation excluded), "
-        f"microbatch {microbatch}, BLAS/LAPACK threads {blas}, on {jax.default_backend()} "
+        f"microbatch {microbatches}, BLAS/LAPACK threads {blas}, on {jax.default_backend()} "
         f"({os.cpu_count()} CPU cores) with load average (1 min) {load_start[0]:.1f} at the "
         f"start and {load_end[0]:.1f} at the end: where other processes share the cores, "
         "absolute times are slower and noisier than on an idle machine.",

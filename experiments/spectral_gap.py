@@ -46,8 +46,9 @@ class Config(LogTemperatureGrid):
     float64: bool = F("run in float64 (enables jax x64)", default=False)
     chunk_size: int = F("trials per jitted call (memory, progress and resume granularity)",
                         default=256)
-    microbatch: int = F("trials per vmapped program; 0 picks 16 on CPU, 1024 on accelerators",
-                        default=0)
+    microbatch: int = F("trials per vmapped program; 0: backend default for each n "
+                        "(sweep.default_microbatch: 8 at n = 64 on CPU, up to 1024 on "
+                        "accelerators)", default=0)
 
     def __post_init__(self):
         for n in self.n:

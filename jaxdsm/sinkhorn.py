@@ -410,7 +410,7 @@ class _ScalingForm:
         kernel, _, v = state
         # HIGHEST: GPUs (TF32) and TPUs (bf16 passes) otherwise round these products.
         u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
-        return kernel, u, 1 / jnp.matmul(kernel.T, u, precision=_HIGHEST)
+        return kernel, u, 1 / _column_sums(kernel, u)
 
     @staticmethod
     def matrix(state):
@@ -420,6 +420,13 @@ class _ScalingForm:
     @staticmethod
     def driver(state):
         return state[2:]  # v: the next u is 1 / (K v)
+
+
+def _column_sums(kernel, u):
+    """K^T u, written u K: unbatched, XLA on CPU turned K^T u into a copy of the transposed
+    kernel and a loop-emitted product in every sweep, 9x slower than u K at n = 512 (2.8x at
+    n = 64); under vmap both are the same batched product, with the same bits."""
+    return jnp.matmul(u, kernel, precision=_HIGHEST)
 
 
 class _LogForm:
@@ -514,7 +521,7 @@ class _StabilizedForm:
         log_kernel, f, g, kernel, _, v, record = state
         row_sums = jnp.matmul(kernel, v, precision=_HIGHEST)
         u = 1 / row_sums
-        col_sums = jnp.matmul(kernel.T, u, precision=_HIGHEST)
+        col_sums = _column_sums(kernel, u)
         v = 1 / col_sums
         # jnp.maximum propagates NaN: a scaling that overflowed makes ``exact`` False.
         record = jnp.maximum(jnp.maximum(record, jnp.maximum(u, row_sums)),

@@ -83,10 +83,20 @@ def peak_memory() -> dict[str, float]:
     return peak
 
 
-# CPU: the bytes of one microbatch of n x n matrices that should stay in cache for all K
-# sweeps (half of a 2 MiB L2: the kernel and the matrix both live there). Measured: at n = 256
-# a microbatch of 4 took 1.2 ms per trial against 1.8 ms with 16 (BENCHMARKS.md).
-CPU_CACHE_BUDGET = 1 << 20
+# CPU: trials per vmapped program, measured rather than derived. On Exp 1's program (K = 200,
+# sigma_2 and H, 16 temperatures, 2 CPU devices, an Intel Xeon with 2 MiB L2 per core;
+# ``benchmarks/ab_microbatch.py``, BENCHMARKS.md) the fastest microbatch halved each time n
+# doubled: 16 at n = 16 and 32 (8 took 15% longer at n = 16), 8 at n = 64 (6% faster than
+# 16; 4 took 12% longer), 4 at n = 128 (21% faster than 16), 2 at n = 256 (7% faster than 4;
+# 1 took 37% longer). Hence a budget for one row of each of the batch's matrices. At n = 64
+# the gain is mostly at high T, where a batch's stop on a repeated state waits for its
+# slowest trial; from n = 128 on it is at every T (the batch's matrices and L2).
+# Never 1: XLA then fuses the batch-of-one matrix-vector products into loop-emitted code,
+# and Sinkhorn took 27 instead of 4 ms per trial at n = 512 (2 per batch), 574 instead of
+# 33 at n = 1024.
+CPU_MICROBATCH_ROW_BYTES = 2048
+CPU_MIN_MICROBATCH = 2
+CPU_MAX_MICROBATCH = 16
 # Accelerators: a microbatch's trials are all in device memory at once. XLA's temporary
 # memory per trial (``compiled.memory_analysis()`` on CPU, n = 64 and 256) is 4.1 n x n
 # float32 arrays for the Exp 1 program (Sinkhorn, top-two spectrum, entropy) and 7.1 for
@@ -103,25 +113,28 @@ def default_microbatch(backend: str | None = None, n: int | None = None, itemsiz
     """Trials per vmapped program: small on CPU (cache), large on accelerators (occupancy),
     within the device's memory.
 
-    On CPU, 16, or fewer (a power of two) when 16 matrices of n x n would not fit
-    ``CPU_CACHE_BUDGET``. On accelerators, up to 1024, or the largest power of two whose
-    working set (``MATRICES_PER_TRIAL`` n x n arrays per trial) fits
+    On CPU, the largest power of two up to ``CPU_MAX_MICROBATCH`` whose matrices' rows (one
+    each) take at most ``CPU_MICROBATCH_ROW_BYTES``, and at least 2: in float32 16 up to
+    n = 32, 8 at n = 64, 4 at n = 128, 2 from n = 256. On accelerators, up to 1024, or the largest
+    power of two whose working set (``MATRICES_PER_TRIAL`` n x n arrays per trial) fits
     ``ACCELERATOR_MEMORY_FRACTION`` of ``memory_bytes`` (default: the first local device's
     ``bytes_limit``, where the backend reports it).
     """
     backend = backend or jax.default_backend()
     if backend == "cpu":
-        budget, cap = CPU_CACHE_BUDGET, 16
+        budget, low, cap = CPU_MICROBATCH_ROW_BYTES, CPU_MIN_MICROBATCH, CPU_MAX_MICROBATCH
+        trial_bytes = None if n is None else n * itemsize  # one row
     else:
         if memory_bytes is None:
             memory_bytes = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
         if memory_bytes is None:
             return ACCELERATOR_MAX_MICROBATCH
         budget = int(memory_bytes * ACCELERATOR_MEMORY_FRACTION) // MATRICES_PER_TRIAL
-        cap = ACCELERATOR_MAX_MICROBATCH
-    if n is None:
+        low, cap = 1, ACCELERATOR_MAX_MICROBATCH
+        trial_bytes = None if n is None else n * n * itemsize
+    if trial_bytes is None:
         return cap
-    fits = max(1, budget // (n * n * itemsize))
+    fits = max(low, budget // trial_bytes)
     return min(cap, 1 << (fits.bit_length() - 1))
 
 

@@ -3,6 +3,8 @@ programs against a numpy float64 rerun, and a tiny run's folder. No timing asser
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -111,6 +113,19 @@ def test_tiny_run_writes_the_folder(tmp_path):
     assert arrays["n_seconds"].shape == (2, len(scaling.PARTS), TINY.repeats)
     assert arrays["R_xla_bytes"].shape == (1, len(scaling.PARTS), len(scaling.XLA_KINDS))
     np.testing.assert_array_equal(arrays["R_compile_seconds"], arrays["n_compile_seconds"][:1])
+    np.testing.assert_array_equal(arrays["n_microbatch"], [4, 4])
+
+
+def test_default_microbatch_follows_n_as_in_sweeps(tmp_path, monkeypatch):
+    """microbatch=0 takes jaxdsm.sweep's default for each n, and the run says which."""
+    monkeypatch.setattr(sweep, "CPU_MICROBATCH_ROW_BYTES", 16 * 4 * 2)  # n = 16: 2; n = 8: 4
+    monkeypatch.setattr(sweep, "CPU_MAX_MICROBATCH", 8)
+    config = dataclasses.replace(TINY, microbatch=0)
+    run_dir = execute(scaling.EXPERIMENT, config, out=tmp_path, run_id="r", progress=False)
+    arrays = results.read_npz(run_dir / "arrays.npz")
+    np.testing.assert_array_equal(arrays["n_microbatch"], [4, 2])
+    np.testing.assert_array_equal(arrays["R_microbatch"], [4])
+    assert "microbatch 4 at n = 8, 2 at n = 16," in (run_dir / "report.md").read_text()
 
 
 @pytest.mark.parametrize("change, message", [

@@ -178,10 +178,12 @@ def test_report_includes_peak_memory_as_the_kernel_counts_it():
 
 
 def test_cpu_microbatch_shrinks_when_matrices_leave_the_cache():
-    # 16 matrices of n x n float32 fit in 1 MiB up to n = 128; then a power of two that fits.
-    assert [sweep.default_microbatch("cpu", n) for n in (8, 128, 256, 362, 512, 4096)] == \
-        [16, 16, 4, 2, 1, 1]
-    assert sweep.default_microbatch("cpu", 256, itemsize=8) == 2
+    # The largest power of two up to 16 whose rows (n float32 each) fit in 2 KiB, at least 2.
+    assert [sweep.default_microbatch("cpu", n)
+            for n in (8, 32, 33, 64, 65, 128, 256, 362, 512, 4096)] == \
+        [16, 16, 8, 8, 4, 4, 2, 2, 2, 2]
+    assert sweep.default_microbatch("cpu", 128, itemsize=8) == 2
+    assert sweep.default_microbatch("cpu", 64, itemsize=8) == 4
     assert sweep.default_microbatch("gpu", 256, memory_bytes=80 << 30) == 1024
 
 
@@ -195,7 +197,7 @@ def test_accelerator_microbatch_fits_the_device_memory():
 
 def test_sizes_with_different_microbatches_in_one_grid(monkeypatch):
     """Each n gets its own microbatch and chunk; results equal one-size runs of the same n."""
-    monkeypatch.setattr(sweep, "CPU_CACHE_BUDGET", 8 * 8 * 4 * 4)  # n = 8: 4 per batch; n = 4: 16
+    monkeypatch.setattr(sweep, "CPU_MICROBATCH_ROW_BYTES", 8 * 4 * 4)  # n = 8: 4 per batch; n = 4: 8
 
     def measure(key, temperature, n):
         m = sinkhorn.sinkhorn(sinkhorn.random_cost(key, n), temperature, max_iterations=20).matrix
@@ -203,8 +205,8 @@ def test_sizes_with_different_microbatches_in_one_grid(monkeypatch):
 
     both = sweep.run_grid(measure, sizes=(4, 8), temperatures=[0.5], trials=9, chunk_size=5,
                           progress=False)
-    assert both.timings["microbatch"] == {"4": 16, "8": 4}
-    assert both.timings["chunk_size"] == {"4": 32, "8": 8}
+    assert both.timings["microbatch"] == {"4": 8, "8": 4}
+    assert both.timings["chunk_size"] == {"4": 16, "8": 8}
     for i, n in enumerate((4, 8)):
         alone = sweep.run_grid(measure, sizes=(n,), temperatures=[0.5], trials=9, chunk_size=64,
                                progress=False)
