@@ -394,8 +394,33 @@ class _DirectForm:
         return (a,)
 
 
+class _Kernel(NamedTuple):
+    """A kernel K and its transpose, stored once, so that both products of a sweep, K v and
+    K^T u, run along contiguous rows.
+
+    Why: on CPU the other orientation (u K, or K^T u on the untransposed kernel) sums each
+    column in one float32 accumulator, and at n = 1024 its rounding left column sums off by
+    1.5e-6 (9.9e-7 at n = 512), so a tolerance of 1e-6 was never met; along rows the partial
+    sums are spread over vector lanes: 2.4e-7 (BENCHMARKS.md). Unbatched, K^T u also cost a
+    copy of the transposed kernel in every sweep (29.4 ms for 200 sweeps at n = 512; now
+    about 5). The ``optimization_barrier`` keeps XLA from folding the transpose back into
+    the product."""
+
+    rows: jax.Array
+    columns: jax.Array  # K^T
+
+    @classmethod
+    def of(cls, kernel):
+        return cls(kernel, lax.optimization_barrier(kernel.T))
+
+
+def _row_sums(kernel, v):
+    # HIGHEST: GPUs (TF32) and TPUs (bf16 passes) otherwise round these products.
+    return jnp.matmul(kernel, v, precision=_HIGHEST)
+
+
 class _ScalingForm:
-    """M = diag(u) K diag(v) with K = exp(-d/T); state (K, u, v)."""
+    """M = diag(u) K diag(v) with K = exp(-d/T); state (K, u, v), K a ``_Kernel``."""
 
     plain_kernel = True
     init_sweeps = 0
@@ -403,30 +428,22 @@ class _ScalingForm:
     @staticmethod
     def init(cost, temperature):
         ones = jnp.ones(cost.shape[0], cost.dtype)
-        return jnp.exp(_shifted_log_kernel(cost, temperature)), ones, ones
+        return _Kernel.of(jnp.exp(_shifted_log_kernel(cost, temperature))), ones, ones
 
     @staticmethod
     def sweep(state):
         kernel, _, v = state
-        # HIGHEST: GPUs (TF32) and TPUs (bf16 passes) otherwise round these products.
-        u = 1 / jnp.matmul(kernel, v, precision=_HIGHEST)
-        return kernel, u, 1 / _column_sums(kernel, u)
+        u = 1 / _row_sums(kernel.rows, v)
+        return kernel, u, 1 / _row_sums(kernel.columns, u)
 
     @staticmethod
     def matrix(state):
         kernel, u, v = state
-        return u[:, None] * kernel * v[None, :]
+        return u[:, None] * kernel.rows * v[None, :]
 
     @staticmethod
     def driver(state):
         return state[2:]  # v: the next u is 1 / (K v)
-
-
-def _column_sums(kernel, u):
-    """K^T u, written u K: unbatched, XLA on CPU turned K^T u into a copy of the transposed
-    kernel and a loop-emitted product in every sweep, 9x slower than u K at n = 512 (2.8x at
-    n = 64); under vmap both are the same batched product, with the same bits."""
-    return jnp.matmul(u, kernel, precision=_HIGHEST)
 
 
 class _LogForm:
@@ -513,15 +530,15 @@ class _StabilizedForm:
         f = -jax.nn.logsumexp(log_kernel, axis=1)
         g = -jax.nn.logsumexp(log_kernel + f[:, None], axis=0)
         ones = jnp.ones(cost.shape[0], cost.dtype)
-        kernel = jnp.exp(log_kernel + f[:, None] + g[None, :])
+        kernel = _Kernel.of(jnp.exp(log_kernel + f[:, None] + g[None, :]))
         return log_kernel, f, g, kernel, ones, ones, ones
 
     @staticmethod
     def sweep(state):
         log_kernel, f, g, kernel, _, v, record = state
-        row_sums = jnp.matmul(kernel, v, precision=_HIGHEST)
+        row_sums = _row_sums(kernel.rows, v)
         u = 1 / row_sums
-        col_sums = _column_sums(kernel, u)
+        col_sums = _row_sums(kernel.columns, u)
         v = 1 / col_sums
         # jnp.maximum propagates NaN: a scaling that overflowed makes ``exact`` False.
         record = jnp.maximum(jnp.maximum(record, jnp.maximum(u, row_sums)),
@@ -531,7 +548,7 @@ class _StabilizedForm:
     @staticmethod
     def matrix(state):
         kernel, u, v = state[3:6]
-        return u[:, None] * kernel * v[None, :]
+        return u[:, None] * kernel.rows * v[None, :]
 
     @staticmethod
     def driver(state):
@@ -568,7 +585,7 @@ class _AbsorbingForm(_StabilizedForm):
             log_kernel, f, g, _, u, v, _ = state
             f, g = f + jnp.log(u), g + jnp.log(v)
             ones = jnp.ones_like(u)
-            kernel = jnp.exp(log_kernel + f[:, None] + g[None, :])
+            kernel = _Kernel.of(jnp.exp(log_kernel + f[:, None] + g[None, :]))
             return log_kernel, f, g, kernel, ones, ones, ones
 
         return lax.cond(for_whole_batch(keep), lambda s: s, absorbed, state)

@@ -188,11 +188,12 @@ def test_cpu_microbatch_shrinks_when_matrices_leave_the_cache():
 
 
 def test_accelerator_microbatch_fits_the_device_memory():
-    # A quarter of 16 GiB over 8 n x n float32 arrays per trial: 128 trials of 4 MiB at n = 1024.
+    # A quarter of 16 GiB over 12 n x n float32 arrays per trial: 85 trials of 4 MiB at n = 1024,
+    # so 64.
     gib16 = 16 << 30
     assert [sweep.default_microbatch("tpu", n, memory_bytes=gib16)
-            for n in (64, 1024, 4096, 16384)] == [1024, 128, 8, 1]
-    assert sweep.default_microbatch("gpu", 1024, itemsize=8, memory_bytes=gib16) == 64
+            for n in (64, 1024, 4096, 16384)] == [1024, 64, 4, 1]
+    assert sweep.default_microbatch("gpu", 1024, itemsize=8, memory_bytes=gib16) == 32
 
 
 def test_sizes_with_different_microbatches_in_one_grid(monkeypatch):
