@@ -474,8 +474,8 @@ def main(argv=None) -> dict:
     p.add_argument("--trials", type=int, default=None, help="R (default 1000, quick 128)")
     p.add_argument("--subset", type=int, default=None, help="trials timed per temperature for the numpy loops (default 25, quick 4)")
     p.add_argument("--chunks", default=None, help="comma-separated jaxdsm chunk sizes (default 8,16,64,250,1000; quick 8,128)")
-    p.add_argument("--svd-chunk", type=int, default=64, help="chunk for the full-SVD jaxdsm variant (default 64)")
-    p.add_argument("--plain-chunk", type=int, default=64, help="chunk for jaxdsm auto without spread bound (default 64)")
+    p.add_argument("--svd-chunk", type=int, default=8, help="chunk for the full-SVD jaxdsm variant (default 8, jaxdsm.sweep's microbatch at n = 64)")
+    p.add_argument("--plain-chunk", type=int, default=8, help="chunk for jaxdsm auto without spread bound (default 8)")
     p.add_argument("--ott-small-chunk", type=int, default=0, help="extra OTT kernel-mode row at this chunk (default 0: off)")
     p.add_argument("--cpu-devices", type=int, default=None,
                    help="JAX CPU devices for the jaxdsm rows (default: one per core, "
