@@ -15,7 +15,6 @@ Usage:  python benchmarks/ab_column_step.py [--n 64] [--trials 1000] [--microbat
 """
 
 import argparse
-import time
 
 import numpy as np
 
@@ -25,8 +24,8 @@ distributed.split_cpu(2)
 
 import jax  # noqa: E402 (after split_cpu, which must precede JAX's backend)
 import jax.numpy as jnp  # noqa: E402
+from interleaved import compiled_on_two_devices, time_interleaved  # noqa: E402
 from jax import lax  # noqa: E402
-from jax.sharding import PartitionSpec  # noqa: E402
 
 from jaxdsm import sinkhorn as sinkhorn_module  # noqa: E402
 from jaxdsm import spectra  # noqa: E402
@@ -40,15 +39,7 @@ def compiled_w(n: int, trials: int, microbatch: int):
         out = sinkhorn_module.sinkhorn(d, temperature, max_iterations=K, spread_bound=1.0)
         return spectra.top_two_singular_values(out.matrix)[1], out.error
 
-    mesh = distributed.trial_mesh(jax.devices()[:2])
-    spec = PartitionSpec(distributed.TRIAL_AXIS)
-    run = jax.shard_map(lambda ts, t: lax.map(lambda i: trial(i, t), ts, batch_size=microbatch),
-                        mesh=mesh, in_specs=(spec, PartitionSpec()), out_specs=spec,
-                        check_vma=False)
-    padded = -(-trials // (mesh.size * microbatch)) * mesh.size * microbatch
-    indices = distributed.shard_trials(np.minimum(np.arange(padded), trials - 1).astype(np.int32),
-                                       mesh)
-    return jax.jit(run).lower(indices, jnp.float32(1)).compile(), indices
+    return compiled_on_two_devices(trial, trials, microbatch)
 
 
 def compiled_w_old(n: int, trials: int, microbatch: int):
@@ -77,22 +68,9 @@ def main() -> None:
     p.add_argument("--microbatch", type=int, default=8)
     p.add_argument("--rounds", type=int, default=7)
     args = p.parse_args()
-    temps = [jnp.float32(t) for t in np.logspace(-2, 1, 16)]
     programs = {"u K (old)": compiled_w_old(args.n, args.trials, args.microbatch),
                 "stored K^T (new)": compiled_w(args.n, args.trials, args.microbatch)}
-    for fn, indices in programs.values():  # warm-up
-        jax.block_until_ready(fn(indices, temps[0]))
-    seconds = {name: np.zeros((args.rounds, len(temps))) for name in programs}
-    outputs = {}
-    for r in range(args.rounds):
-        for name, (fn, indices) in programs.items():
-            values = []
-            for i, t in enumerate(temps):
-                t0 = time.perf_counter()
-                sigma2, error = jax.block_until_ready(fn(indices, t))
-                seconds[name][r, i] = time.perf_counter() - t0
-                values.append([np.asarray(sigma2)[:args.trials], np.asarray(error)[:args.trials]])
-            outputs[name] = np.array(values)  # (T, 2, trials)
+    seconds, outputs = time_interleaved(programs, args.trials, args.rounds)  # (T, 2, trials)
     old, new = programs
     w = {name: s.sum(axis=1) for name, s in seconds.items()}
     print(f"n = {args.n}, R = {args.trials}, microbatch {args.microbatch}, K = {K}, "

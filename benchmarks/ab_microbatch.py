@@ -15,7 +15,6 @@ Usage:  python benchmarks/ab_microbatch.py [--n 64] [--trials 1000] [--rounds 5]
 """
 
 import argparse
-import time
 
 import numpy as np
 
@@ -24,9 +23,7 @@ from jaxdsm import distributed
 distributed.split_cpu(2)
 
 import jax  # noqa: E402 (after split_cpu, which must precede JAX's backend)
-import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
-from jax.sharding import PartitionSpec  # noqa: E402
+from interleaved import compiled_on_two_devices, time_interleaved  # noqa: E402
 
 from jaxdsm import spectra  # noqa: E402
 from jaxdsm.sinkhorn import random_cost, sinkhorn  # noqa: E402
@@ -34,7 +31,7 @@ from jaxdsm.sinkhorn import random_cost, sinkhorn  # noqa: E402
 K = 200
 
 
-def compiled_w(n: int, trials: int, microbatch: int, sinkhorn_only: bool):
+def trial_program(n: int, sinkhorn_only: bool):
     def trial(t, temperature):
         d = random_cost(jax.random.fold_in(jax.random.PRNGKey(0), t), n)
         m = sinkhorn(d, temperature, max_iterations=K, spread_bound=1.0).matrix
@@ -42,15 +39,7 @@ def compiled_w(n: int, trials: int, microbatch: int, sinkhorn_only: bool):
             return m[0, 0], m[1, 1]
         return spectra.top_two_singular_values(m)[1], spectra.entropy(m)
 
-    mesh = distributed.trial_mesh(jax.devices()[:2])
-    spec = PartitionSpec(distributed.TRIAL_AXIS)
-    run = jax.shard_map(lambda ts, t: lax.map(lambda i: trial(i, t), ts, batch_size=microbatch),
-                        mesh=mesh, in_specs=(spec, PartitionSpec()), out_specs=spec,
-                        check_vma=False)
-    padded = -(-trials // (mesh.size * microbatch)) * mesh.size * microbatch
-    indices = np.minimum(np.arange(padded), trials - 1).astype(np.int32)
-    indices = distributed.shard_trials(indices, mesh)
-    return jax.jit(run).lower(indices, jnp.float32(1)).compile(), indices
+    return trial
 
 
 def main() -> None:
@@ -62,21 +51,10 @@ def main() -> None:
     p.add_argument("--sinkhorn-only", action="store_true", help="time the Sinkhorn part alone")
     args = p.parse_args()
     sizes = [int(s) for s in args.microbatches.split(",")]
-    temps = [jnp.float32(t) for t in np.logspace(-2, 1, 16)]
-    programs = {s: compiled_w(args.n, args.trials, s, args.sinkhorn_only) for s in sizes}
-    for fn, indices in programs.values():  # warm-up
-        jax.block_until_ready(fn(indices, temps[0]))
-    seconds = {s: np.zeros((args.rounds, len(temps))) for s in sizes}
-    sigma2 = {}
-    for r in range(args.rounds):
-        for s, (fn, indices) in programs.items():
-            values = []
-            for i, t in enumerate(temps):
-                t0 = time.perf_counter()
-                out = jax.block_until_ready(fn(indices, t))
-                seconds[s][r, i] = time.perf_counter() - t0
-                values.append(np.asarray(out[0])[:args.trials])
-            sigma2[s] = np.array(values)
+    trial = trial_program(args.n, args.sinkhorn_only)
+    programs = {s: compiled_on_two_devices(trial, args.trials, s) for s in sizes}
+    seconds, outputs = time_interleaved(programs, args.trials, args.rounds)
+    sigma2 = {s: out[:, 0] for s, out in outputs.items()}
     base = sizes[0]
     what = "Sinkhorn only" if args.sinkhorn_only else "Sinkhorn, sigma_2 and H"
     print(f"n = {args.n}, R = {args.trials}, K = {K}, {what}, 2 CPU devices, "
