@@ -399,12 +399,13 @@ class _Kernel(NamedTuple):
     K^T u, run along contiguous rows.
 
     Why: on CPU the other orientation (u K, or K^T u on the untransposed kernel) sums each
-    column in one float32 accumulator, and at n = 1024 its rounding left column sums off by
-    1.5e-6 (9.9e-7 at n = 512), so a tolerance of 1e-6 was never met; along rows the partial
-    sums are spread over vector lanes: 2.4e-7 (BENCHMARKS.md). Unbatched, K^T u also cost a
-    copy of the transposed kernel in every sweep (29.4 ms for 200 sweeps at n = 512; now
-    about 5). The ``optimization_barrier`` keeps XLA from folding the transpose back into
-    the product."""
+    column in one float32 accumulator, and its rounding left column sums off by 9.9e-7 at
+    n = 512 and 1.5e-6 at n = 1024, where a tolerance of 1e-6 was then never met; along rows
+    the partial sums are spread over vector lanes: 2.2e-7 at both (BENCHMARKS.md). It was
+    also slower: batched, Exp 1's program now runs 9-21% faster (n = 64 to 512); unbatched,
+    K^T u copied the transposed kernel in every sweep (200 sweeps at n = 512: 29.4 ms, now
+    7.1). The ``optimization_barrier`` keeps XLA from folding the transpose back into the
+    product."""
 
     rows: jax.Array
     columns: jax.Array  # K^T

@@ -86,11 +86,11 @@ def peak_memory() -> dict[str, float]:
 # CPU: trials per vmapped program, measured rather than derived. On Exp 1's program (K = 200,
 # sigma_2 and H, 16 temperatures, 2 CPU devices, an Intel Xeon with 2 MiB L2 per core;
 # ``benchmarks/ab_microbatch.py``, BENCHMARKS.md) the fastest microbatch halved each time n
-# doubled: 16 at n = 16 and 32 (8 took 15% longer at n = 16), 8 at n = 64 (6% faster than
-# 16; 4 took 12% longer), 4 at n = 128 (21% faster than 16), 2 at n = 256 (7% faster than 4;
-# 1 took 37% longer). Hence a budget for one row of each of the batch's matrices. At n = 64
-# the gain is mostly at high T, where a batch's stop on a repeated state waits for its
-# slowest trial; from n = 128 on it is at every T (the batch's matrices and L2).
+# doubled: 16 at n = 16 and 32 (8 took 15% longer at n = 16), 8 at n = 64 (3-6% faster than
+# 16; 4 took 13-21% longer), 4 at n = 128 (20% faster than 16), 2 at n = 256 (6-15% faster
+# than 4; 1 took 35% longer). Hence a budget for one row of each of the batch's matrices.
+# At n = 64 the gain is mostly at high T, where a batch's stop on a repeated state waits
+# for its slowest trial; from n = 128 on it is at every T (the batch's matrices and L2).
 # Never 1: XLA then fuses the batch-of-one matrix-vector products into loop-emitted code,
 # and Sinkhorn took 27 instead of 4 ms per trial at n = 512 (2 per batch), 574 instead of
 # 33 at n = 1024.
@@ -117,10 +117,10 @@ def default_microbatch(backend: str | None = None, n: int | None = None, itemsiz
 
     On CPU, the largest power of two up to ``CPU_MAX_MICROBATCH`` whose matrices' rows (one
     each) take at most ``CPU_MICROBATCH_ROW_BYTES``, and at least 2: in float32 16 up to
-    n = 32, 8 at n = 64, 4 at n = 128, 2 from n = 256. On accelerators, up to 1024, or the largest
-    power of two whose working set (``MATRICES_PER_TRIAL`` n x n arrays per trial) fits
-    ``ACCELERATOR_MEMORY_FRACTION`` of ``memory_bytes`` (default: the first local device's
-    ``bytes_limit``, where the backend reports it).
+    n = 32, 8 at n = 64, 4 at n = 128, 2 from n = 256. On accelerators, up to 1024, or the
+    largest power of two whose working set (``MATRICES_PER_TRIAL`` n x n arrays per trial)
+    fits ``ACCELERATOR_MEMORY_FRACTION`` of ``memory_bytes`` (default: the first local
+    device's ``bytes_limit``, where the backend reports it).
     """
     backend = backend or jax.default_backend()
     if backend == "cpu":
