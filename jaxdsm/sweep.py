@@ -125,7 +125,7 @@ def default_microbatch(backend: str | None = None, n: int | None = None, itemsiz
     backend = backend or jax.default_backend()
     if backend == "cpu":
         budget, low, cap = CPU_MICROBATCH_ROW_BYTES, CPU_MIN_MICROBATCH, CPU_MAX_MICROBATCH
-        trial_bytes = None if n is None else n * itemsize  # one row
+        rows = 1  # per trial
     else:
         if memory_bytes is None:
             memory_bytes = (jax.local_devices()[0].memory_stats() or {}).get("bytes_limit")
@@ -133,10 +133,10 @@ def default_microbatch(backend: str | None = None, n: int | None = None, itemsiz
             return ACCELERATOR_MAX_MICROBATCH
         budget = int(memory_bytes * ACCELERATOR_MEMORY_FRACTION) // MATRICES_PER_TRIAL
         low, cap = 1, ACCELERATOR_MAX_MICROBATCH
-        trial_bytes = None if n is None else n * n * itemsize
-    if trial_bytes is None:
+        rows = n  # the whole matrix
+    if n is None:
         return cap
-    fits = max(low, budget // trial_bytes)
+    fits = max(low, budget // (rows * n * itemsize))
     return min(cap, 1 << (fits.bit_length() - 1))
 
 
