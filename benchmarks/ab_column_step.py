@@ -22,8 +22,7 @@ from jaxdsm import distributed
 
 distributed.split_cpu(2)
 
-import jax  # noqa: E402 (after split_cpu, which must precede JAX's backend)
-import jax.numpy as jnp  # noqa: E402
+import jax.numpy as jnp  # noqa: E402 (after split_cpu, which must precede JAX's backend)
 from interleaved import compiled_on_two_devices, time_interleaved  # noqa: E402
 from jax import lax  # noqa: E402
 
@@ -33,13 +32,14 @@ from jaxdsm import spectra  # noqa: E402
 K = 200
 
 
-def compiled_w(n: int, trials: int, microbatch: int):
-    def trial(t, temperature):
-        d = sinkhorn_module.random_cost(jax.random.fold_in(jax.random.PRNGKey(0), t), n)
-        out = sinkhorn_module.sinkhorn(d, temperature, max_iterations=K, spread_bound=1.0)
-        return spectra.top_two_singular_values(out.matrix)[1], out.error
+def measure(key, temperature, n):
+    d = sinkhorn_module.random_cost(key, n)
+    out = sinkhorn_module.sinkhorn(d, temperature, max_iterations=K, spread_bound=1.0)
+    return {"sigma2": spectra.top_two_singular_values(out.matrix)[1], "error": out.error}
 
-    return compiled_on_two_devices(trial, trials, microbatch)
+
+def compiled_w(n: int, trials: int, microbatch: int):
+    return compiled_on_two_devices(measure, n, trials, microbatch)
 
 
 def compiled_w_old(n: int, trials: int, microbatch: int):
@@ -70,17 +70,18 @@ def main() -> None:
     args = p.parse_args()
     programs = {"u K (old)": compiled_w_old(args.n, args.trials, args.microbatch),
                 "stored K^T (new)": compiled_w(args.n, args.trials, args.microbatch)}
-    seconds, outputs = time_interleaved(programs, args.trials, args.rounds)  # (T, 2, trials)
+    seconds, outputs = time_interleaved(programs, args.trials, args.rounds)
     old, new = programs
     w = {name: s.sum(axis=1) for name, s in seconds.items()}
     print(f"n = {args.n}, R = {args.trials}, microbatch {args.microbatch}, K = {K}, "
           f"2 CPU devices, {args.rounds} interleaved rounds")
     for name in programs:
-        errors = outputs[name][:, 1]
+        errors = outputs[name]["error"]
         print(f"  {name:17s} W median {np.median(w[name]):.3f} s, best {w[name].min():.3f} s, "
               f"speed-up vs old {np.median(w[old] / w[name]):.3f}; marginal error max "
               f"{errors.max():.2e}, median over T of the max {np.median(errors.max(axis=1)):.2e}")
-    print(f"  max |d sigma_2| new vs old: {np.abs(outputs[new][:, 0] - outputs[old][:, 0]).max():.2e}")
+    change = np.abs(outputs[new]["sigma2"] - outputs[old]["sigma2"]).max()
+    print(f"  max |d sigma_2| new vs old: {change:.2e}")
 
 
 if __name__ == "__main__":

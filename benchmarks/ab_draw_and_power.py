@@ -27,13 +27,12 @@ distributed.split_cpu(2)
 
 import jax  # noqa: E402 (after split_cpu, which must precede JAX's backend)
 import jax.numpy as jnp  # noqa: E402
-from jax import lax  # noqa: E402
-from jax.sharding import PartitionSpec  # noqa: E402
+from interleaved import compiled_on_two_devices, time_interleaved  # noqa: E402
 
 from jaxdsm import spectra  # noqa: E402
 from jaxdsm.sinkhorn import random_cost, sinkhorn  # noqa: E402
 
-N, K, CHUNK, TRIALS, PADDED = 64, 200, 16, 1000, 1024
+N, K, CHUNK, TRIALS = 64, 200, 16, 1000
 
 
 def top_two_old(m):
@@ -48,44 +47,27 @@ def top_two_old(m):
 
 
 def compiled_w(new_draw: bool, new_power: bool):
-    def trial(t, temperature):
-        key = jax.random.fold_in(jax.random.PRNGKey(0), t)
-        d = random_cost(key, N) if new_draw else jax.random.uniform(key, (N, N))
+    def measure(key, temperature, n):
+        d = random_cost(key, n) if new_draw else jax.random.uniform(key, (n, n))
         m = sinkhorn(d, temperature, max_iterations=K, mode="auto", spread_bound=1.0).matrix
         s = spectra.top_two_singular_values(m) if new_power else top_two_old(m)
-        return s[1], spectra.entropy(m)
+        return {"sigma2": s[1], "entropy": spectra.entropy(m)}
 
-    mesh = distributed.trial_mesh(jax.devices()[:2])
-    spec = PartitionSpec(distributed.TRIAL_AXIS)
-    run = jax.shard_map(lambda ts, t: lax.map(lambda i: trial(i, t), ts, batch_size=CHUNK),
-                        mesh=mesh, in_specs=(spec, PartitionSpec()), out_specs=spec,
-                        check_vma=False)
-    trials = distributed.shard_trials(np.minimum(np.arange(PADDED), TRIALS - 1).astype(np.int32), mesh)
     t0 = time.perf_counter()
-    fn = jax.jit(run).lower(trials, jnp.float32(1)).compile()
-    return fn, trials, time.perf_counter() - t0
+    fn, indices = compiled_on_two_devices(measure, N, TRIALS, CHUNK)
+    return (fn, indices), time.perf_counter() - t0
 
 
 def main(rounds: int) -> None:
-    temps = [jnp.float32(t) for t in np.logspace(-2, 1, 16)]
     variants = {f"draw {'new' if d else 'old'}, power {'new' if p else 'old'}": compiled_w(d, p)
                 for d in (False, True) for p in (False, True)}
-    for fn, trials, _ in variants.values():
-        for t in (temps[0], temps[-1]):
-            jax.block_until_ready(fn(trials, t))
-    times = {name: [] for name in variants}
-    sigma2 = {}
-    for _ in range(rounds):
-        for name, (fn, trials, _) in variants.items():
-            t0 = time.perf_counter()
-            outs = [jax.block_until_ready(fn(trials, t)) for t in temps]
-            times[name].append(time.perf_counter() - t0)
-            sigma2[name] = np.array([np.asarray(o[0])[:TRIALS] for o in outs])
+    programs = {name: program for name, (program, _) in variants.items()}
+    seconds, outputs = time_interleaved(programs, TRIALS, rounds)
     base = "draw old, power old"
-    for name, (_, _, compile_s) in variants.items():
-        w = np.array(times[name])
-        speedup = np.median(np.array(times[base]) / w)
-        diff = np.abs(sigma2[name] - sigma2[base]).max()
+    for name, (_, compile_s) in variants.items():
+        w = seconds[name].sum(axis=1)
+        speedup = np.median(seconds[base].sum(axis=1) / w)
+        diff = np.abs(outputs[name]["sigma2"] - outputs[base]["sigma2"]).max()
         print(f"{name}: W median {np.median(w):.3f} s, min {w.min():.3f} s, compile {compile_s:.2f} s, "
               f"speed-up vs old/old (median per round) {speedup:.3f}, max |d sigma_2| {diff:.1e}")
 

@@ -22,8 +22,7 @@ from jaxdsm import distributed
 
 distributed.split_cpu(2)
 
-import jax  # noqa: E402 (after split_cpu, which must precede JAX's backend)
-from interleaved import compiled_on_two_devices, time_interleaved  # noqa: E402
+from interleaved import compiled_on_two_devices, time_interleaved  # noqa: E402 (after split_cpu, which must precede JAX's backend)
 
 from jaxdsm import spectra  # noqa: E402
 from jaxdsm.sinkhorn import random_cost, sinkhorn  # noqa: E402
@@ -31,15 +30,14 @@ from jaxdsm.sinkhorn import random_cost, sinkhorn  # noqa: E402
 K = 200
 
 
-def trial_program(n: int, sinkhorn_only: bool):
-    def trial(t, temperature):
-        d = random_cost(jax.random.fold_in(jax.random.PRNGKey(0), t), n)
-        m = sinkhorn(d, temperature, max_iterations=K, spread_bound=1.0).matrix
+def measure_program(sinkhorn_only: bool):
+    def measure(key, temperature, n):
+        m = sinkhorn(random_cost(key, n), temperature, max_iterations=K, spread_bound=1.0).matrix
         if sinkhorn_only:  # two entries: enough to keep the whole matrix live
-            return m[0, 0], m[1, 1]
-        return spectra.top_two_singular_values(m)[1], spectra.entropy(m)
+            return {"first": m[0, 0], "second": m[1, 1]}
+        return {"first": spectra.top_two_singular_values(m)[1], "entropy": spectra.entropy(m)}
 
-    return trial
+    return measure
 
 
 def main() -> None:
@@ -51,10 +49,10 @@ def main() -> None:
     p.add_argument("--sinkhorn-only", action="store_true", help="time the Sinkhorn part alone")
     args = p.parse_args()
     sizes = [int(s) for s in args.microbatches.split(",")]
-    trial = trial_program(args.n, args.sinkhorn_only)
-    programs = {s: compiled_on_two_devices(trial, args.trials, s) for s in sizes}
+    measure = measure_program(args.sinkhorn_only)
+    programs = {s: compiled_on_two_devices(measure, args.n, args.trials, s) for s in sizes}
     seconds, outputs = time_interleaved(programs, args.trials, args.rounds)
-    sigma2 = {s: out[:, 0] for s, out in outputs.items()}
+    sigma2 = {s: out["first"] for s, out in outputs.items()}
     base = sizes[0]
     what = "Sinkhorn only" if args.sinkhorn_only else "Sinkhorn, sigma_2 and H"
     print(f"n = {args.n}, R = {args.trials}, K = {K}, {what}, 2 CPU devices, "
