@@ -51,6 +51,8 @@ class Config(LogTemperatureGrid):
                         "accelerators)", default=0)
 
     def __post_init__(self):
+        if not self.n:
+            raise ValueError("n must list at least one size")
         for n in self.n:
             _checks.check_n(n, "n")
         for name in ("trials", "trials_per_seed", "iterations", "temperatures",

@@ -20,7 +20,22 @@ def _experiments():
     return EXPERIMENTS
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (usage stays behind --help); subcommand
+    parsers inherit it."""
+
+    def error(self, message):
+        self.exit(2, f"jaxdsm: error: {message} (see {self.prog} --help)\n")
+
+
+_SCALARS = (int, float, str)
+
+
 def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
+    """One flag per config field: a scalar takes one value, ``tuple[T, ...]`` any number
+    (none for an empty tuple), a bool is --flag / --no-flag. Other field types raise here,
+    when the parser is built: a bare ``tuple`` would otherwise split a value into
+    characters."""
     hints = typing.get_type_hints(config_cls)
     group = parser.add_argument_group("experiment settings (defaults: the paper's)")
     for f in dataclasses.fields(config_cls):
@@ -28,12 +43,18 @@ def _add_config_options(parser: argparse.ArgumentParser, config_cls) -> None:
         kind = hints[f.name]
         help_text = f"{f.metadata.get('help', '')} (default: {f.default!r})"
         common = dict(dest=f.name, default=argparse.SUPPRESS, help=help_text)
+        items = typing.get_args(kind)
         if kind is bool:
             group.add_argument(flag, action=argparse.BooleanOptionalAction, **common)
-        elif typing.get_origin(kind) is tuple:
-            group.add_argument(flag, nargs="+", type=typing.get_args(kind)[0], **common)
-        else:
+        elif typing.get_origin(kind) is tuple and len(items) == 2 and items[1] is Ellipsis \
+                and items[0] in _SCALARS:
+            group.add_argument(flag, nargs="*", type=items[0], metavar=items[0].__name__.upper(),
+                               **common)
+        elif kind in _SCALARS:
             group.add_argument(flag, type=kind, **common)
+        else:
+            raise TypeError(f"{config_cls.__name__}.{f.name}: a config field's type must be "
+                            f"int, float, str, bool or tuple[int | float | str, ...], not {kind}")
 
 
 def _add_run_options(parser: argparse.ArgumentParser) -> None:
@@ -47,7 +68,7 @@ def _add_run_options(parser: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="jaxdsm", description="Doubly-stochastic matrices by Sinkhorn: run the papers' experiments."
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -107,6 +128,8 @@ def _reproduce(args) -> int:
     from jaxdsm import results
 
     out = Path(args.out)
+    if _writer():
+        results.check_writable(out)  # before the first experiment's work, not after it
     sections, measured = [], {}
     for name, experiment in _experiments().items():
         if not experiment.reproduce:

@@ -127,13 +127,24 @@ def prepare_run_dir(out: Path | str, experiment: str, run_id: str | None = None)
             while (out / experiment / f"{run_id}-{suffix}").exists():
                 suffix += 1
             run_dir = out / experiment / f"{run_id}-{suffix}"
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
+    except OSError as err:
+        raise ValueError(f"--out: cannot write results under {out}: {err.strerror}") from None
+    check_writable(run_dir, out)
+    return run_dir
+
+
+def check_writable(folder: Path | str, out: Path | str | None = None) -> None:
+    """Creates ``folder`` and writes a probe file in it; a one-line ValueError naming
+    ``--out`` (``out``, default ``folder``) where that fails."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ValueError(f"--out: cannot write results under {out}: {err.strerror}") from None
-    return run_dir
+        raise ValueError(f"--out: cannot write results under {out or folder}: "
+                         f"{err.strerror}") from None
 
 
 def environment_manifest() -> dict:

@@ -188,6 +188,8 @@ def run_grid(
     devices), at least two such; results do not depend on ``chunk_size`` or on the mesh.
     """
     sizes = [_checks.check_n(n, "n") for n in sizes]
+    if not sizes or not len(temperatures):
+        raise ValueError("run_grid needs at least one size and one temperature")
     trials = _checks.check_positive_int(trials, "trials")
     if microbatch is not None:
         _checks.check_positive_int(microbatch, "microbatch")

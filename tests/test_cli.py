@@ -55,6 +55,8 @@ def test_run_writes_the_run_folder(tmp_path):
         (["run", "spectral-gap", "--iterations", "-3"], "iterations must be a positive integer"),
         (["run", "spectral-gap", "--mode", "fast"], "mode must be one of auto, scaling, stabilized, log, direct"),
         (["run", "no-such-experiment"], "invalid choice: 'no-such-experiment'"),
+        (["run", "spectral-gap", "--n"], "n must list at least one size"),
+        (["run", "matching", "--gumbel-taus", "0.1", "x"], "invalid float value: 'x'"),
     ],
 )
 def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, args, message):
@@ -62,8 +64,46 @@ def test_bad_input_is_one_line_error_and_writes_nothing(tmp_path, args, message)
     proc = jaxdsm(*args, "--out", str(out))
     assert proc.returncode == 2
     assert message in proc.stderr
+    assert proc.stderr.startswith("jaxdsm: error: ") and proc.stderr.count("\n") == 1
     assert "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.parametrize("name", sorted(experiments.EXPERIMENTS))
+def test_every_setting_is_a_flag_that_takes_its_default_back(name):
+    """Each config field, given on the command line as its default's values, gives the
+    default config back (a bare ``tuple`` field once split its value into characters)."""
+    experiment = experiments.EXPERIMENTS[name]
+    default = experiment.config_cls()
+    argv = ["run", name]
+    for f in dataclasses.fields(default):
+        value, flag = getattr(default, f.name), "--" + f.name.replace("_", "-")
+        if isinstance(value, bool):
+            argv.append(flag if value else "--no-" + flag[2:])
+        elif isinstance(value, tuple):
+            argv += [flag, *map(str, value)]
+        else:
+            argv += [flag, str(value)]
+    config, explicit = cli._config(experiment, cli.build_parser().parse_args(argv))
+    assert config == default
+    assert set(explicit) == {f.name for f in dataclasses.fields(default)}
+
+
+def test_list_settings_take_several_values_or_none():
+    experiment = experiments.EXPERIMENTS["matching"]
+    args = cli.build_parser().parse_args(
+        ["run", "matching", "--gumbel-taus", "0.1", "0.5", "--ablation-iterations"])
+    config, _ = cli._config(experiment, args)
+    assert config.gumbel_taus == (0.1, 0.5) and config.ablation_iterations == ()
+
+
+def test_a_config_field_the_command_cannot_parse_is_refused_when_building_it():
+    @dataclasses.dataclass
+    class Config:
+        values: tuple = (1, 2)
+
+    with pytest.raises(TypeError, match="values"):
+        cli._add_config_options(cli._Parser(), Config)
 
 
 def test_unwritable_out_is_one_line_error(tmp_path):
@@ -74,6 +114,15 @@ def test_unwritable_out_is_one_line_error(tmp_path):
     assert proc.stderr.startswith("jaxdsm: error: --out: cannot write results under")
     assert "Traceback" not in proc.stderr
     assert blocker.read_text() == "not a folder"
+
+
+def test_reproduce_checks_out_before_any_work(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    proc = jaxdsm("reproduce", "--out", str(blocker / "results"))
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.startswith("jaxdsm: error: --out: cannot write results under")
+    assert proc.stderr.count("\n") == 1
 
 
 def test_resume_errors(tmp_path):

@@ -6,6 +6,7 @@ run's folder."""
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import jax
 import jax.numpy as jnp
@@ -217,6 +218,14 @@ def test_spikes_against_a_running_median():
     g[0, 70] = 9.0
     g[1, 80] = np.nan
     np.testing.assert_array_equal(mt.spikes(g, 10.0, 50), [1, 1])
+
+
+def test_a_run_of_nan_gradients_counts_as_spikes_without_warnings():
+    g = np.ones((2, 60))
+    g[1] = np.nan  # a diverged run (the exp-domain ablation)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        np.testing.assert_array_equal(mt.spikes(g, 10.0, 50), [0, 10])
 
 
 @pytest.mark.parametrize("change, message", [
