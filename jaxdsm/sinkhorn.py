@@ -189,7 +189,17 @@ def sinkhorn(
         )
     else:
         outputs = run(_FORMS[mode])
-    return _finish(*outputs, threshold)
+    return _finish(*_unless_valid_temperature(temperature, *outputs), threshold)
+
+
+def _unless_valid_temperature(temperature, matrix, n_iters, row_error, col_error, lost):
+    """The outputs, with a NaN matrix and errors where T is not finite and > 0. Under jit
+    T is traced and ``check_temperature`` cannot raise; this way ``finite`` and
+    ``converged`` are False, instead of a plausible matrix for a T that has none."""
+    valid = jnp.isfinite(temperature) & (temperature > 0)
+    matrix, row_error, col_error = (jnp.where(valid, x, jnp.nan)
+                                    for x in (matrix, row_error, col_error))
+    return matrix, n_iters, row_error, col_error, lost
 
 
 def marginal_errors(matrix: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -517,6 +517,19 @@ def test_sinkhorn_rejects_bad_temperature(temperature):
         sinkhorn(np.ones((3, 3), np.float32), temperature)
 
 
+@pytest.mark.parametrize("mode", ("auto", "scaling", "stabilized", "log", "direct"))
+def test_traced_bad_temperature_is_flagged_not_a_result(mode):
+    """Under jit T is traced and cannot raise: a bad T must not come back as a plausible,
+    converged matrix (it did before: error 1.2e-7, converged True at T = -1)."""
+    cost = np.asarray(jax.random.uniform(jax.random.PRNGKey(0), (8, 8)))
+    project = jax.jit(jax.vmap(lambda t: sinkhorn(cost, t, mode=mode)))
+    temperatures = jnp.asarray([0.5, -1.0, 0.0, jnp.nan, jnp.inf], jnp.float32)
+    out = project(temperatures)
+    np.testing.assert_array_equal(out.converged, [True, False, False, False, False])
+    np.testing.assert_array_equal(out.finite, [True, False, False, False, False])
+    np.testing.assert_allclose(out.matrix[0], sinkhorn(cost, 0.5, mode=mode).matrix, rtol=1e-5)
+
+
 @pytest.mark.parametrize(
     "cost",
     [
