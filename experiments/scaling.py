@@ -37,7 +37,7 @@ from experiments.common import field_help as F
 from jaxdsm import _checks, plot, results, sinkhorn, spectra, sweep
 
 NAME = "scaling"
-SOURCE = "Issue 6 (scaling)"
+SOURCE = "cost model"  # the claims are jaxdsm's expected costs, not a paper's
 PARTS = ("sinkhorn", "top_two", "full_svd")
 # Expected growth with n per trial: K sweeps of O(n^2) work, and O(n^3) matmuls / SVD.
 EXPECTED_N_EXPONENT = {"sinkhorn": 2.0, "top_two": 3.0, "full_svd": 3.0}

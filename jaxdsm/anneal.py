@@ -5,7 +5,8 @@ Sources:
 - EPH-ASC: "Avoiding Premature Collapse: Adaptive Annealing for Entropy-Regularized
   Structural Inference" (arXiv 2601.23039). Only a summary of that paper is available;
   the controller (Phase II) and the QSA calibration (Phase I) follow our reading of it,
-  ``research/eph-asc-and-mhc.md`` section 2. Choices marked (ours) are not the paper's.
+  jaxdsm's EPH-ASC specification (section 2; in the project's design notes, not in this
+  repository). Choices marked (ours) are not the paper's.
 - Gumbel-Sinkhorn: Mena, Belanger, Linderman, Snoek, "Learning Latent Permutations with
   Gumbel-Sinkhorn Networks" (ICLR 2018, arXiv 1802.08665).
 - Schedules follow optax's schedule convention: a callable of the (traced) step count

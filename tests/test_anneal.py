@@ -1,5 +1,5 @@
 """jaxdsm.anneal against closed forms, numpy float64 references and a numpy re-statement
-of the EPH-ASC controller rule (research/eph-asc-and-mhc.md, section 2).
+of the EPH-ASC controller rule (jaxdsm's EPH-ASC specification, section 2).
 
 Tolerances: schedules are float32 evaluations of elementary functions, compared with float64
 closed forms at rtol 1e-5 (a few ulps of pow/exp with arguments up to ~10). Controller

@@ -1,4 +1,5 @@
-"""Noisy point matching (Toy A of research/eph-asc-and-mhc.md, section 5).
+"""Noisy point matching (Toy A of jaxdsm's EPH-ASC specification, section 5;
+the project's design notes, not in this repository).
 
 Data: one fixed smooth random bijection g per dataset (rotation, invertible coordinate-wise
 warp, additive coupling, rotation). An instance is x_1..x_N ~ N(0, I_d), a random
