@@ -23,14 +23,21 @@ device or many, in one process or several, as long as XLA compiles the per-devic
 the same way (README, "Many devices").
 
 Each finished chunk is saved atomically under ``chunk_dir``; a rerun with the same
-configuration loads finished chunks instead of recomputing them (resume). With several
+configuration loads finished chunks instead of recomputing them (resume). A chunk's file
+name holds its trials and a tag of everything else its values depend on (``_chunk_tag``:
+n, the temperature's value, trials, seed, trials_per_seed, microbatch, dtype and the
+measure's name and code), so a rerun with other settings in the same ``chunk_dir``
+computes afresh instead of returning stale values. Values a measure closes over are not in
+the tag (the experiments' resume checks their whole config instead). With several
 processes, process 0 decides which chunks are finished and hands their arrays to the others.
 """
 
 from __future__ import annotations
 
+import hashlib
 import sys
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -149,7 +156,11 @@ def make_chunk_fn(measure: Measure, n: int, *, seed: int, trials_per_seed: int, 
 
     def one_trial(trial, temperature):
         key = trial_key(trial, seed=seed, trials_per_seed=trials_per_seed)
-        return dict(measure(key, temperature, n))
+        out = measure(key, temperature, n)
+        if not isinstance(out, Mapping) or not out:
+            raise TypeError(f"measure must return a non-empty dict of arrays, got {type(out).__name__}"
+                            + (" (empty)" if isinstance(out, Mapping) else ""))
+        return dict(out)
 
     def chunk(trials, temperature):
         batches = trials.reshape(-1, microbatch)
@@ -187,9 +198,12 @@ def run_grid(
     ``default_microbatch`` for each n) times the number of devices in ``mesh`` (default: all
     devices), at least two such; results do not depend on ``chunk_size`` or on the mesh.
     """
+    if np.ndim(sizes) != 1 or np.ndim(temperatures) != 1:
+        raise ValueError("sizes and temperatures must each be a list (or 1-D array)")
     sizes = [_checks.check_n(n, "n") for n in sizes]
     if not sizes or not len(temperatures):
         raise ValueError("run_grid needs at least one size and one temperature")
+    _checks.check_non_negative_int(seed, "seed")
     trials = _checks.check_positive_int(trials, "trials")
     if microbatch is not None:
         _checks.check_positive_int(microbatch, "microbatch")
@@ -209,9 +223,13 @@ def run_grid(
              for n in sizes}
     grid = [(ni, n, ti, t, start) for ni, n in enumerate(sizes)
             for ti, t in enumerate(temperatures) for start in range(0, trials, chunk[n])]
-    # The name holds the chunk's trials, so a resume with another chunk size or device count
-    # recomputes instead of pairing files with the wrong trials.
-    names = [f"n{n}_t{ti}_from{start}_size{chunk[n]}.npz" for _, n, ti, _, start in grid]
+    # The name holds the chunk's trials and a tag of the rest (module docstring), so a resume
+    # with other settings recomputes instead of pairing files with the wrong values.
+    tags = {(n, ti): _chunk_tag(measure, n, t, trials=trials, seed=seed, dtype=dtype,
+                                trials_per_seed=trials_per_seed, microbatch=batch[n])
+            for _, n, ti, t, _ in grid}
+    names = [f"n{n}_t{ti}_from{start}_size{chunk[n]}_{tags[n, ti]}.npz"
+             for _, n, ti, _, start in grid]
     finished = _finished_chunks(chunk_dir, names)
     per_point: dict[tuple[int, int], list[dict[str, np.ndarray]]] = {}
     result = SweepResult(arrays={}, timings={"microbatch": _one_or_all(batch),
@@ -233,10 +251,16 @@ def run_grid(
                 t0 = time.perf_counter()
                 compiled[n] = fn.lower(idx, t_value).compile()
                 result.compile_seconds += time.perf_counter() - t0
+                first = compiled[sizes[0]].out_info
+                if compiled[n].out_info.keys() != first.keys():
+                    raise ValueError(f"measure returns {sorted(compiled[n].out_info)} at n = {n} "
+                                     f"but {sorted(first)} at n = {sizes[0]}: the same outputs "
+                                     "are needed at every size")
             path = None if chunk_dir is None else Path(chunk_dir) / name
             if done:
                 part = _resumed_chunk(path, compiled[n], valid)
                 result.chunks_resumed += 1
+                _check_chunk(part, compiled[n], valid, path)
             else:
                 t0 = time.perf_counter()
                 out = distributed.to_host(jax.block_until_ready(compiled[n](idx, t_value)))
@@ -256,6 +280,44 @@ def run_grid(
         ]
         result.arrays[name] = np.stack([np.stack(row) for row in stacked])
     return result
+
+
+def _chunk_tag(measure, n, temperature, **settings) -> str:
+    """10 hex digits naming what a chunk's values depend on besides its trials."""
+    text = repr((_function_identity(measure), n, float(temperature),
+                 sorted((k, str(v)) for k, v in settings.items())))
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def _function_identity(fn) -> str:
+    """Module, qualified name and code of ``fn`` (of ``fn.func`` for a functools.partial):
+    the same in every process, unlike ``repr``, which holds an address."""
+    fn = getattr(fn, "func", fn)
+    name = f"{getattr(fn, '__module__', '')}.{getattr(fn, '__qualname__', type(fn).__name__)}"
+    code = getattr(fn, "__code__", None)
+    return name + (":" + _code_identity(code) if code is not None else "")
+
+
+def _code_identity(code: types.CodeType) -> str:
+    parts = [code.co_code.hex(), repr(code.co_names)]
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            parts.append(_code_identity(const))
+        elif isinstance(const, (int, float, complex, str, bytes, type(None))):
+            parts.append(repr(const))
+        else:  # e.g. a frozenset, whose repr order varies between processes
+            parts.append(type(const).__name__)
+    return "|".join(parts)
+
+
+def _check_chunk(part: dict, compiled, valid: int, path: Path) -> None:
+    """A resumed chunk must have the outputs the program makes, ``valid`` trials each."""
+    expected = {k: s.shape[1:] for k, s in compiled.out_info.items()}
+    found = {k: v.shape[1:] for k, v in part.items()}
+    if found != expected or any(len(v) != valid for v in part.values()):
+        raise ValueError(f"chunk file {path} does not hold this program's outputs for {valid} "
+                         f"trials (outputs {sorted(found)}, expected {sorted(expected)}): "
+                         "move it away or use another chunk_dir")
 
 
 def _one_or_all(per_n: dict[int, int]):

@@ -4,6 +4,9 @@ experiment end to end against the float64 reference of Algorithm 1."""
 from __future__ import annotations
 
 import dataclasses
+import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -122,6 +125,66 @@ def test_a_new_run_never_reuses_an_interrupted_runs_chunks(tmp_path, monkeypatch
     a, b = results.read_npz(run_dir / "arrays.npz"), results.read_npz(fresh / "arrays.npz")
     for name in a:
         np.testing.assert_array_equal(a[name], b[name], err_msg=name)
+
+
+def _tiny_grid(measure, chunk_dir, **changes):
+    settings = dict(sizes=(6,), temperatures=[0.5, 1.0], trials=6, chunk_size=4, seed=0,
+                    trials_per_seed=4, chunk_dir=chunk_dir, progress=False)
+    return sweep.run_grid(measure, **{**settings, **changes})
+
+
+def _sigma2_measure(key, temperature, n):
+    return {"s2": sinkhorn.random_dsm(key, n, temperature).matrix.sum(0)}
+
+
+@pytest.mark.parametrize("change", [
+    dict(temperatures=[2.0, 4.0]), dict(seed=3), dict(trials_per_seed=2), dict(trials=5),
+    dict(microbatch=4), dict(measure=lambda key, t, n: {"s2": sinkhorn.random_dsm(
+        key, n, t, max_iterations=3).matrix.sum(0)}),
+])
+def test_a_chunk_dir_never_returns_chunks_of_other_settings(tmp_path, change):
+    """Reusing a chunk_dir with other settings recomputes: it used to return the old values
+    (the old temperatures' sigma_2, the old seed's trials, a too short trial axis)."""
+    first = _tiny_grid(_sigma2_measure, tmp_path)
+    again = _tiny_grid(_sigma2_measure, tmp_path)
+    assert first.chunks_computed > 0 and again.chunks_resumed == first.chunks_computed
+    measure = change.pop("measure", _sigma2_measure)
+    changed = _tiny_grid(measure, tmp_path, **change)
+    fresh = _tiny_grid(measure, None, **change)
+    assert changed.chunks_resumed == 0
+    np.testing.assert_array_equal(changed.arrays["s2"], fresh.arrays["s2"])
+
+
+def test_chunk_tags_are_the_same_in_another_process(tmp_path):
+    """A resume runs in a new process (new hash seed, new addresses): the tags must match."""
+    script = (
+        "from experiments import spectral_gap as sg; from jaxdsm import sweep\n"
+        f"c = sg.Config(n=(6,), trials=4, temperatures=2, chunk_size=4, tol_max_iterations=30)\n"
+        "sweep.run_grid(sg.measure(c), sizes=c.n, temperatures=c.temperature_grid(), trials=4,"
+        f" chunk_size=4, chunk_dir={str(tmp_path)!r}, progress=False)\n")
+    env = dict(os.environ, JAX_PLATFORMS="cpu", PYTHONHASHSEED="123")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, timeout=300)
+    config = spectral_gap.Config(n=(6,), trials=4, temperatures=2, chunk_size=4,
+                                 tol_max_iterations=30)
+    resumed = sweep.run_grid(spectral_gap.measure(config), sizes=config.n,
+                             temperatures=config.temperature_grid(), trials=4, chunk_size=4,
+                             chunk_dir=tmp_path, progress=False)
+    assert resumed.chunks_computed == 0 and resumed.chunks_resumed == 2
+
+
+@pytest.mark.parametrize("measure, message", [
+    (lambda key, t, n: jax.random.uniform(key, (n,)), "must return a non-empty dict"),
+    (lambda key, t, n: {}, "must return a non-empty dict"),
+    (lambda key, t, n: {"a": t} if n == 6 else {"b": t}, "the same outputs"),
+])
+def test_run_grid_rejects_measures_it_cannot_stack(measure, message):
+    with pytest.raises((TypeError, ValueError), match=message):
+        _tiny_grid(measure, None, sizes=(6, 8))
+
+
+def test_run_grid_rejects_a_scalar_temperature_list():
+    with pytest.raises(ValueError, match="must each be a list"):
+        _tiny_grid(_sigma2_measure, None, temperatures=0.5)
 
 
 def test_run_folder_contents(tmp_path):
