@@ -136,8 +136,13 @@ def sinkhorn(
         ``early_stop``, the stopping rule.
       early_stop: static. False: exactly ``max_iterations`` sweeps in a ``fori_loop``
         (the paper's fixed K). True: a ``while_loop`` that stops after the first sweep
-        whose max marginal error is <= ``threshold``.
-      mode: "auto", "scaling", "stabilized", "log" or "direct" (module docstring).
+        whose max marginal error is <= ``threshold``; forward-mode derivatives only
+        (``jax.jvp``, ``jax.jacfwd``): reverse mode cannot go through a ``while_loop``.
+      mode: "auto", "scaling", "stabilized", "log" or "direct" (module docstring). For
+        the most accurate float32 reverse-mode gradients use "log" or "stabilized":
+        through the "scaling" form ("auto" above T of about 0.03) ``jax.grad`` of H with
+        respect to the cost is off by 4.9e-6 (T = 0.1) to 5.9e-4 (T = 10) relative to
+        float64, through the log form by 4.9e-7 to 1.7e-5 (n = 64).
       spread_bound: optional upper bound on max(cost) - min(cost) (1 for Algorithm 1's
         U[0, 1] costs), used by "auto" instead of the cost's own spread. Under vmap,
         "auto" takes one branch for the whole batch (the safe "stabilized" one if any
@@ -490,8 +495,14 @@ def _shifted_log_kernel(cost, temperature):
 
     Multiplied by -1/T rather than divided by T: XLA rewrites a division by a scalar
     into that product in some programs and not in others (it did between one and two
-    CPU devices), and the two round differently."""
-    return (cost - jnp.min(cost)) * (-1 / temperature)
+    CPU devices), and the two round differently.
+
+    The shift gets no derivative (``stop_gradient``): M does not depend on it, so its
+    exact contribution is 0, but float32 rounding put it all on the argmin entry of a
+    reverse-mode gradient. Through the scaling form, ``jax.grad`` of H with respect to
+    the cost erred by 3.8e-2 relative to float64 at T = 10 with it, 5.9e-4 without it
+    (n = 64; 1.4e-4 -> 4.9e-6 at T = 0.1)."""
+    return (cost - lax.stop_gradient(jnp.min(cost))) * (-1 / temperature)
 
 
 def _kernel_underflows(cost, temperature):

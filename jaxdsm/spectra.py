@@ -118,6 +118,14 @@ def top_two_singular_values(
     to 1, 8 squarings) no matrix that passed was off by more than 2e-6; over Exp 1's grid
     at n = 32 to 256 with 7 squarings, none by more than 6.1e-7.
 
+    Derivatives: the first derivative is exact (a Ritz value is stationary in its
+    subspace; float64 gradients through ``sinkhorn`` matched the full SVD's to 3e-14), but
+    second and higher derivatives are NOT: they differentiate the subspace, whose own
+    derivative has not converged (float64, n = 32, T = 0.2: d^2 sigma_2 / dT^2 of -23.9
+    against 8.07 with ``mode="stabilized"``). For Hessians use ``singular_values`` (the
+    full SVD). An SVD-derivative ``custom_jvp`` was tried and left: inside the Hessian of
+    a ``lax.scan`` JAX then failed on the CPU LAPACK wrappers.
+
     For n <= 3 * block it returns the top two of the full SVD (``singular_values``):
     there the block is a third of the space or more, the full SVD costs about the same
     (n = 16: 0.8x, n = 24: 1.2x the time of the iteration on CPU) and the iteration
@@ -229,7 +237,8 @@ def lambda2_modulus(matrix: jax.Array) -> jax.Array:
 
 
 def sigma2(matrix: jax.Array) -> jax.Array:
-    """sigma_2 by the fast path (``top_two_singular_values``)."""
+    """sigma_2 by the fast path (``top_two_singular_values``: exact first derivatives; for
+    second derivatives use ``singular_values(matrix)[..., 1]``)."""
     return top_two_singular_values(matrix)[..., 1]
 
 
@@ -271,7 +280,9 @@ def transient_growth(
     T = 3e-3 and 3.3e-3 at T = 1e-3 (n = 64, k <= 8); checked, by at most 5.5e-6, the
     products' rounding (n = 32 to 128, K = 3 to 200, T = 1e-3 to 1, 100 trials each), at
     about 1.7x the cost where the fallback runs. ``full_svd=True`` takes every norm from a
-    full SVD of the power (static; several times slower).
+    full SVD of the power (static; several times slower); use it for second derivatives,
+    which the iteration gets wrong as ``top_two_singular_values`` does (log ||B^3|| of a
+    32 x 32 matrix: -2245 against 1465), while its first derivatives are exact.
     """
     _checks.check_positive_int(depth, "depth")
     b = double_center(matrix)
