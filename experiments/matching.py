@@ -106,8 +106,9 @@ class Config:
                                   "fraction of steps", default=0.5)
     beta_kappa_scale: float = F("beta power law: kappa is this times the one reaching eps_min "
                                 "on time (< 1 never reaches it)", default=1.0)
-    gumbel_taus: tuple[float, ...] = F("Gumbel-Sinkhorn temperatures (fixed tau; one method each, "
-                           "same steps, K and batch: compute-matched)", default=(0.03, 0.1, 0.3))
+    gumbel_taus: tuple[float, ...] = F("Gumbel-Sinkhorn temperatures (fixed tau; one method "
+                                       "each, same steps, K and batch: compute-matched)",
+                                       default=(0.03, 0.1, 0.3))
     gumbel_noise: float = F("Gumbel noise scale in logit units (logits lie in [-2, 0])",
                             default=0.1)
     warmup_steps: int = F("constant-eps0 steps before QSA calibration", default=50)
@@ -123,7 +124,7 @@ class Config:
     confident_entropy: float = F("row entropy / log N below which a row is confident",
                                  default=0.05)
     ablation_iterations: tuple[int, ...] = F("other K to repeat four methods at (empty: none)",
-                                   default=(10, 50))
+                                             default=(10, 50))
     domain_ablation: bool = F("repeat four methods with the exp-domain layer (float32 "
                               "underflow control)", default=True)
 
