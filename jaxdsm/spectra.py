@@ -123,8 +123,11 @@ def top_two_singular_values(
     second and higher derivatives are NOT: they differentiate the subspace, whose own
     derivative has not converged (float64, n = 32, T = 0.2: d^2 sigma_2 / dT^2 of -23.9
     against 8.07 with ``mode="stabilized"``). For Hessians use ``singular_values`` (the
-    full SVD). An SVD-derivative ``custom_jvp`` was tried and left: inside the Hessian of
-    a ``lax.scan`` JAX then failed on the CPU LAPACK wrappers.
+    full SVD). A ``custom_jvp`` with the SVD's derivatives was tried and left: with the
+    iteration's value in its rule, the Hessian of a ``lax.scan`` failed inside JAX (on the
+    CPU LAPACK wrappers' ``sequential_vmap``); with the SVD's value, gradients inside a
+    sweep on two CPU devices hung (the SVD's derivative is a batched LAPACK call, see
+    ``one_matrix_per_call_on_cpu``), where the iteration's run.
 
     For n <= 3 * block it returns the top two of the full SVD (``singular_values``):
     there the block is a third of the space or more, the full SVD costs about the same
