@@ -39,9 +39,15 @@ def requested(flag: bool = False) -> bool:
 
 
 def initialize() -> None:
-    """``jax.distributed.initialize`` with the JAXDSM_* settings; call before any JAX work."""
+    """``jax.distributed.initialize`` with the JAXDSM_* settings; call before any JAX work.
+
+    On CPU hosts, ``JAXDSM_CPU_DEVICES=N`` makes each process's CPU N devices
+    (``split_cpu``); unset, each process keeps one CPU device (TPU and GPU hosts do not
+    run on their CPU devices)."""
     # CPU processes exchange results through gloo; accelerators use their own collectives.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    if os.environ.get(_CPU_DEVICES_ENV):
+        split_cpu()
     kwargs = {}
     if "JAXDSM_COORDINATOR" in os.environ:
         kwargs["coordinator_address"] = os.environ["JAXDSM_COORDINATOR"]

@@ -87,7 +87,7 @@ def test_two_processes_with_two_devices_each_equal_one_process(tmp_path):
     port = _free_port()
     envs = [_env(JAXDSM_DISTRIBUTED="1", JAXDSM_COORDINATOR=f"127.0.0.1:{port}",
                  JAXDSM_NUM_PROCESSES="2", JAXDSM_PROCESS_ID=str(pid),
-                 XLA_FLAGS="--xla_force_host_platform_device_count=2") for pid in range(2)]
+                 JAXDSM_CPU_DEVICES="2") for pid in range(2)]
     cmd = [sys.executable, "-m", "jaxdsm.cli", "run", "orthogonal-collapse", *flags,
            "--out", str(tmp_path / "multi"), "--run-id", "mp", "--no-progress"]
     procs, logs = _run_all([cmd, cmd], envs)

@@ -226,6 +226,17 @@ def test_paths_that_could_wipe_the_home_directory_are_refused(cloud, setting):
     assert proc.returncode != 0 and "plain folder name" in proc.stderr and cloud.calls() == []
 
 
+@pytest.mark.parametrize("script", ["create.sh", "sync.sh", "setup.sh", "fetch.sh"])
+def test_help_and_unknown_arguments_make_no_cloud_call(cloud, script):
+    """`create.sh --help` used to create a billed TPU: the scripts ignored their arguments."""
+    proc = _ok(cloud.run(script, "--help"))
+    assert f"tpu/{script}" in proc.stdout and cloud.calls() == []
+    proc = cloud.run(script, "--oops")
+    assert proc.returncode != 0 and "unknown option --oops" in proc.stderr and cloud.calls() == []
+    proc = cloud.run(script, "a", "b")
+    assert proc.returncode != 0 and "too many arguments" in proc.stderr and cloud.calls() == []
+
+
 def test_missing_settings_file_is_explained(cloud):
     proc = cloud.run("create.sh", JAXDSM_TPU_ENV=str(cloud.dir / "nope"))
     assert proc.returncode != 0 and "cp tpu/env.example tpu/env" in proc.stderr

@@ -12,6 +12,20 @@ usage() { sed -n '2,/^set -/p' "$0" | sed -e '/^# shellcheck/d' -e '/^set -/d' -
 log() { printf '[tpu %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
+# -h / --help prints the running script's comment block and exits, before anything else
+# (sourced without arguments, this file sees the script's own).
+case ${1:-} in -h | --help) usage; exit 0 ;; esac
+
+# For scripts that take at most $1 operands and no options: anything else is an error,
+# not an argument to ignore (`create.sh --oops` must not create a TPU).
+at_most_operands() {
+    local most=$1
+    shift
+    local arg
+    for arg in "$@"; do [[ $arg != -* ]] || die "unknown option $arg (see $0 --help)"; done
+    (($# <= most)) || die "too many arguments: $* (see $0 --help)"
+}
+
 [[ -f $ENV_FILE ]] || die "no settings file $ENV_FILE: cp tpu/env.example tpu/env, then edit it"
 # shellcheck source=/dev/null
 source "$ENV_FILE"

@@ -11,6 +11,7 @@
 set -euo pipefail
 # shellcheck source=common.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+at_most_operands 0 "$@"
 
 SPOT_FLAG=()
 if [[ $SPOT == 1 ]]; then SPOT_FLAG=(--spot); fi

@@ -11,18 +11,21 @@
 set -euo pipefail
 # shellcheck source=common.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+at_most_operands 1 "$@"
 
 dest=${1:-$REPO_ROOT}
-mkdir -p "$dest"
+mkdir -p -- "$dest"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 archive=.jaxdsm-results.tar.gz
 
+# GNU tar exits 1 when a file changed while it was read (a running job's log and chunks
+# do): that archive is still usable; 2 and above are errors.
 pack() {
     on_workers 0 "set -eu
 cd \$HOME/$(q "$REMOTE_DIR")
 [ -d results ] || { echo \"\$(hostname): no results yet in ~/$(q "$REMOTE_DIR")\" >&2; exit 3; }
-tar -czf \$HOME/$archive results"
+tar -czf \$HOME/$archive results || [ \$? -eq 1 ]"
 }
 
 retry pack

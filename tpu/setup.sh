@@ -11,6 +11,7 @@
 set -euo pipefail
 # shellcheck source=common.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+at_most_operands 0 "$@"
 
 log "setting up $VENV on every worker of $TPU_NAME (a few minutes)"
 retry on_workers all "cd \$HOME/$(q "$REMOTE_DIR") 2>/dev/null || { echo \"\$(hostname): no ~/$(q "$REMOTE_DIR"): run tpu/sync.sh first\" >&2; exit 3; }

@@ -11,6 +11,7 @@
 set -euo pipefail
 # shellcheck source=common.sh disable=SC1091
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+at_most_operands 0 "$@"
 
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
