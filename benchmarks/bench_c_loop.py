@@ -45,7 +45,7 @@ distributed.split_cpu(2)
 
 import jax  # noqa: E402 (after split_cpu, which must precede JAX's backend)
 import jax.numpy as jnp  # noqa: E402
-from interleaved import TEMPERATURES, compiled_on_two_devices  # noqa: E402
+from interleaved import TEMPERATURES, compiled_on_two_devices, time_interleaved  # noqa: E402
 
 from jaxdsm.sinkhorn import random_cost, scaling_is_safe, sinkhorn  # noqa: E402
 
@@ -138,27 +138,17 @@ def main():
                     for name, m in jax_runs.items()}
         compile_seconds = time.perf_counter() - t0
 
-        def run(name, temperature):
-            if name in c_runs:
-                return c_sinkhorn(lib, costs, temperature, *c_runs[name])
-            fn, indices = programs[name]
-            return jax.block_until_ready(fn(indices, temperature))
-
+        # The C loop in time_interleaved's form: (fn(indices, T) -> dict of outputs, indices).
+        for name, (threads, stop) in c_runs.items():
+            programs[name] = (lambda _, t, threads=threads, stop=stop:
+                              {"row": c_sinkhorn(lib, costs, t, threads, stop)[0][:, 0]}, None)
         names = list(c_runs) + list(jax_runs)
-        for name in names:  # warm-up
-            run(name, TEMPERATURES[0])
-        seconds = {name: np.zeros((args.rounds, len(TEMPERATURES))) for name in names}
-        for r in range(args.rounds):
-            for name in names:
-                for i, t in enumerate(TEMPERATURES):
-                    start = time.perf_counter()
-                    run(name, t)
-                    seconds[name][r, i] = time.perf_counter() - start
-            print(f"round {r + 1}/{args.rounds}", file=sys.stderr)
+        seconds, _ = time_interleaved({name: programs[name] for name in names}, trials,
+                                      args.rounds)
 
         # Agreement on a subset, and the sweeps the C loop's per-trial stop ran.
         check = slice(0, args.check_trials)
-        agreement, c_sweeps = [], []
+        agreement = []
         full_matrix = compiled_on_two_devices(
             lambda key, t, n: {"m": sinkhorn(random_cost(key, n), t, max_iterations=K,
                                              spread_bound=1.0).matrix},
@@ -176,7 +166,6 @@ def main():
                 "c_repeat_stop_same_bits_as_all_sweeps": bool(np.array_equal(c_all, c_stop)),
                 "c_mean_sweeps_with_repeat_stop": float(sweeps.mean()),
             })
-            c_sweeps.append(float(sweeps.mean()))
 
     totals = {name: seconds[name].sum(axis=1) for name in names}
     medians = {name: statistics.median(totals[name]) for name in names}

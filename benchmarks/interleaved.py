@@ -1,5 +1,5 @@
 """Shared by the in-process A/B scripts (``ab_microbatch.py``, ``ab_column_step.py``,
-``ab_draw_and_power.py``): Exp 1's per-trial program compiled as ``jaxdsm.sweep`` runs it on
+``ab_draw_and_power.py``) and ``bench_c_loop.py``: Exp 1's per-trial program compiled as ``jaxdsm.sweep`` runs it on
 2 CPU devices (``sweep.make_chunk_fn``), and variants timed in interleaved rounds, so that a
 machine whose speed drifts hits all of them alike.
 
